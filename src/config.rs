@@ -1,0 +1,484 @@
+//! The configuration file: its TOML shape, mod_component_http's option names as aliases, secrets
+//! from the file, a `*_file` path or the environment, and validation into a [`Config`] the rest of
+//! the program can trust.
+//!
+//! Unknown keys are refused with their name and line (a typo must not silently fall back to a
+//! default). Secrets live in [`Secret`], whose `Debug` never shows the value.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::limits;
+
+/// Environment variable that may carry the component secret.
+pub const ENV_SECRET: &str = "COMPONENT_HTTP_SECRET";
+/// Environment variable that may carry the webhook's `Authorization` header value.
+pub const ENV_WEBHOOK_AUTHORIZATION: &str = "COMPONENT_HTTP_WEBHOOK_AUTHORIZATION";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{path}: `{key}` {problem}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        problem: String,
+    },
+}
+
+/// A value that must never be printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// Which stanza kinds are forwarded to the hook (SPEC §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Forwarded {
+    pub message: bool,
+    pub presence: bool,
+    pub iq: bool,
+}
+
+/// How deliveries are ordered (SPEC §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ordering {
+    /// Serial per (sender bare JID, addressed JID), concurrent across conversations.
+    Conversation,
+    /// Fully concurrent, like mod_component_http.
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub url: url::Url,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_response_bytes: usize,
+    pub headers: Vec<(String, String)>,
+    pub authorization: Option<Secret>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The component's domain, lowercased.
+    pub domain: String,
+    /// `host:port` of the server's component listener.
+    pub server: String,
+    pub secret: Secret,
+    pub tls: bool,
+    /// Name to verify the server's certificate against; the host of `server` by default.
+    pub tls_server_name: String,
+    pub forwarded: Forwarded,
+    pub ordering: Ordering,
+    pub max_in_flight: usize,
+    pub iq_timeout: Duration,
+    pub keepalive_interval: Duration,
+    pub max_stanza_bytes: usize,
+    pub max_depth: usize,
+    pub resource: String,
+    pub presence_show: Option<String>,
+    pub presence_status: Option<String>,
+    pub disco_name: String,
+    pub webhook: WebhookConfig,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    domain: Option<String>,
+    server: Option<String>,
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
+    tls: Option<bool>,
+    tls_server_name: Option<String>,
+    #[serde(alias = "component_post_stanzas", alias = "post_stanza_types")]
+    stanzas: Option<Vec<String>>,
+    ordering: Option<Ordering>,
+    max_in_flight: Option<usize>,
+    iq_timeout: Option<String>,
+    keepalive_interval: Option<String>,
+    max_stanza_bytes: Option<usize>,
+    max_depth: Option<usize>,
+    resource: Option<String>,
+    component_post_url: Option<String>,
+    #[serde(default)]
+    presence: RawPresence,
+    #[serde(default)]
+    disco: RawDisco,
+    #[serde(default)]
+    webhook: RawWebhook,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPresence {
+    show: Option<String>,
+    status: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDisco {
+    name: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    url: Option<String>,
+    timeout: Option<String>,
+    connect_timeout: Option<String>,
+    max_response_bytes: Option<usize>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    authorization: Option<String>,
+    authorization_file: Option<PathBuf>,
+}
+
+/// Where environment values come from; a function so tests need not touch the process env.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+impl Config {
+    /// Reads and validates the file at `path`, taking secrets from the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses and validates configuration text; `path` is only used in messages and to resolve
+    /// `*_file` paths relative to the file.
+    pub fn from_toml(text: &str, path: &Path, env: Env<'_>) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        Validator { path, env }.validate(raw)
+    }
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+    env: Env<'a>,
+}
+
+impl Validator<'_> {
+    fn invalid(&self, key: &'static str, problem: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            key,
+            problem: problem.into(),
+        }
+    }
+
+    fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let domain = self.domain(raw.domain)?;
+        let server = raw
+            .server
+            .ok_or_else(|| self.invalid("server", "is required: the XMPP server's component port, e.g. \"127.0.0.1:5347\""))?;
+        let host = server_host(&server).ok_or_else(|| {
+            self.invalid("server", format!("must be host:port, e.g. \"127.0.0.1:5347\"; got {server:?}"))
+        })?;
+        let secret = self
+            .secret("secret", raw.secret, "secret_file", raw.secret_file, ENV_SECRET)?
+            .ok_or_else(|| {
+                self.invalid(
+                    "secret",
+                    format!("is required: set `secret`, `secret_file` or the {ENV_SECRET} environment variable to the server's component_secret"),
+                )
+            })?;
+        let webhook = self.webhook(raw.component_post_url, raw.webhook)?;
+        let resource = raw.resource.unwrap_or_else(|| "default".to_owned());
+        if resource.is_empty() || jid::ResourcePart::new(&resource).is_err() {
+            return Err(self.invalid("resource", "must be a valid, non-empty XMPP resource"));
+        }
+        let max_in_flight = raw.max_in_flight.unwrap_or(limits::DEFAULT_MAX_IN_FLIGHT);
+        if max_in_flight == 0 {
+            return Err(self.invalid("max_in_flight", "must be at least 1"));
+        }
+        let max_stanza_bytes = raw.max_stanza_bytes.unwrap_or(limits::DEFAULT_MAX_STANZA_BYTES);
+        if max_stanza_bytes < 1024 {
+            return Err(self.invalid("max_stanza_bytes", "must be at least 1024"));
+        }
+        let max_depth = raw.max_depth.unwrap_or(limits::DEFAULT_MAX_DEPTH);
+        if max_depth < 2 {
+            return Err(self.invalid("max_depth", "must be at least 2"));
+        }
+        if let Some(show) = &raw.presence.show {
+            if !["away", "chat", "dnd", "xa"].contains(&show.as_str()) {
+                return Err(self.invalid("presence.show", "must be one of \"away\", \"chat\", \"dnd\", \"xa\""));
+            }
+        }
+        Ok(Config {
+            tls_server_name: raw.tls_server_name.unwrap_or_else(|| host.to_owned()),
+            domain,
+            server,
+            secret,
+            tls: raw.tls.unwrap_or(false),
+            forwarded: self.forwarded(raw.stanzas)?,
+            ordering: raw.ordering.unwrap_or(Ordering::Conversation),
+            max_in_flight,
+            iq_timeout: self.duration("iq_timeout", raw.iq_timeout, limits::DEFAULT_IQ_TIMEOUT)?,
+            keepalive_interval: self.duration(
+                "keepalive_interval",
+                raw.keepalive_interval,
+                limits::DEFAULT_KEEPALIVE_INTERVAL,
+            )?,
+            max_stanza_bytes,
+            max_depth,
+            resource,
+            presence_show: raw.presence.show,
+            presence_status: raw.presence.status,
+            disco_name: raw.disco.name.unwrap_or_else(|| "component-http".to_owned()),
+            webhook,
+        })
+    }
+
+    fn domain(&self, domain: Option<String>) -> Result<String, ConfigError> {
+        let domain = domain.ok_or_else(|| self.invalid("domain", "is required: the component's JID, e.g. \"bot.example.org\""))?;
+        let lowered = domain.to_lowercase();
+        match jid::Jid::new(&lowered) {
+            Ok(jid) if jid.node().is_none() && jid.resource().is_none() => Ok(lowered),
+            _ => Err(self.invalid("domain", format!("must be a bare domain such as \"bot.example.org\"; got {domain:?}"))),
+        }
+    }
+
+    fn forwarded(&self, stanzas: Option<Vec<String>>) -> Result<Forwarded, ConfigError> {
+        let mut forwarded = Forwarded::default();
+        for kind in stanzas.unwrap_or_else(|| vec!["message".to_owned()]) {
+            match kind.as_str() {
+                "message" => forwarded.message = true,
+                "presence" => forwarded.presence = true,
+                "iq" => forwarded.iq = true,
+                other => {
+                    return Err(self.invalid(
+                        "stanzas",
+                        format!("lists {other:?}; allowed are \"message\", \"presence\", \"iq\""),
+                    ));
+                }
+            }
+        }
+        Ok(forwarded)
+    }
+
+    fn webhook(&self, post_url: Option<String>, raw: RawWebhook) -> Result<WebhookConfig, ConfigError> {
+        let url = match (post_url, raw.url) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(self.invalid("component_post_url", "and [webhook] url are both set and differ; keep one"));
+            }
+            (Some(url), _) | (None, Some(url)) => url,
+            (None, None) => {
+                return Err(self.invalid("webhook.url", "is required (or its alias `component_post_url`): the URL stanzas are POSTed to"));
+            }
+        };
+        let url = url::Url::parse(&url)
+            .map_err(|e| self.invalid("webhook.url", format!("is not a valid URL ({e})")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(self.invalid("webhook.url", "must be an http:// or https:// URL"));
+        }
+        for (name, value) in &raw.headers {
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || reqwest::header::HeaderValue::from_str(value).is_err()
+            {
+                return Err(self.invalid("webhook.headers", format!("has an invalid header {name:?}")));
+            }
+        }
+        let authorization = self.secret(
+            "webhook.authorization",
+            raw.authorization,
+            "webhook.authorization_file",
+            raw.authorization_file,
+            ENV_WEBHOOK_AUTHORIZATION,
+        )?;
+        if let Some(auth) = &authorization {
+            if reqwest::header::HeaderValue::from_str(auth.expose()).is_err() {
+                return Err(self.invalid("webhook.authorization", "is not a valid header value"));
+            }
+        }
+        Ok(WebhookConfig {
+            url,
+            timeout: self.duration("webhook.timeout", raw.timeout, limits::DEFAULT_HOOK_TIMEOUT)?,
+            connect_timeout: self.duration(
+                "webhook.connect_timeout",
+                raw.connect_timeout,
+                limits::DEFAULT_HOOK_CONNECT_TIMEOUT,
+            )?,
+            max_response_bytes: raw.max_response_bytes.unwrap_or(limits::DEFAULT_HOOK_MAX_RESPONSE_BYTES),
+            headers: raw.headers.into_iter().collect(),
+            authorization,
+        })
+    }
+
+    /// A secret from (in order) the file, a `*_file` path, or the environment; more than one
+    /// source is refused so that the operator knows which one is used.
+    fn secret(
+        &self,
+        key: &'static str,
+        inline: Option<String>,
+        file_key: &'static str,
+        file: Option<PathBuf>,
+        env_name: &str,
+    ) -> Result<Option<Secret>, ConfigError> {
+        let from_env = (self.env)(env_name).filter(|v| !v.is_empty());
+        let value = match (inline, file) {
+            (Some(_), Some(_)) => return Err(self.invalid(key, format!("and `{file_key}` are both set; keep one"))),
+            (Some(value), None) => value,
+            (None, Some(file)) => {
+                let file = self.path.parent().map(|dir| dir.join(&file)).unwrap_or(file);
+                let text = std::fs::read_to_string(&file).map_err(|e| {
+                    self.invalid(file_key, format!("names {}, which cannot be read: {e}", file.display()))
+                })?;
+                text.trim_end_matches(['\r', '\n']).to_owned()
+            }
+            (None, None) => match from_env {
+                Some(value) => value,
+                None => return Ok(None),
+            },
+        };
+        if value.is_empty() {
+            return Err(self.invalid(key, "is empty"));
+        }
+        Ok(Some(Secret(value)))
+    }
+
+    fn duration(&self, key: &'static str, value: Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(text) => humantime::parse_duration(&text)
+                .map_err(|e| self.invalid(key, format!("is not a duration such as \"30s\" or \"5m\" ({e})"))),
+        }
+    }
+}
+
+/// The host part of `host:port` (brackets removed from an IPv6 literal), if the port is valid.
+fn server_host(server: &str) -> Option<&str> {
+    let (host, port) = server.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    (!host.is_empty()).then_some(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+domain = "Bot.Example.org"
+server = "127.0.0.1:5347"
+secret = "throwaway"
+component_post_url = "https://hooks.example.org/xmpp"
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("test.toml"), &|_| None)
+    }
+
+    #[test]
+    fn minimal_config_gets_the_documented_defaults() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.domain, "bot.example.org");
+        assert_eq!(config.tls_server_name, "127.0.0.1");
+        assert_eq!(config.forwarded, Forwarded { message: true, presence: false, iq: false });
+        assert_eq!(config.ordering, Ordering::Conversation);
+        assert_eq!(config.max_in_flight, 256);
+        assert_eq!(config.iq_timeout, Duration::from_secs(30));
+        assert_eq!(config.keepalive_interval, Duration::from_secs(60));
+        assert_eq!(config.max_stanza_bytes, 256 * 1024);
+        assert_eq!(config.max_depth, 64);
+        assert_eq!(config.resource, "default");
+        assert_eq!(config.webhook.timeout, Duration::from_secs(15));
+        assert_eq!(config.webhook.connect_timeout, Duration::from_secs(5));
+        assert_eq!(config.webhook.max_response_bytes, 1024 * 1024);
+        assert_eq!(config.webhook.url.as_str(), "https://hooks.example.org/xmpp");
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_line() {
+        let err = parse(&format!("{MINIMAL}\nordring = \"none\"\n")).unwrap_err().to_string();
+        assert!(err.contains("ordring"), "{err}");
+        assert!(err.contains("line 7"), "{err}");
+        let err = parse(&format!("{MINIMAL}\n[webhook]\ntimout = \"1s\"\n")).unwrap_err().to_string();
+        assert!(err.contains("timout"), "{err}");
+    }
+
+    #[test]
+    fn module_aliases_are_accepted() {
+        for key in ["stanzas", "component_post_stanzas", "post_stanza_types"] {
+            let config = parse(&format!("{MINIMAL}\n{key} = [\"iq\", \"presence\"]\n")).unwrap();
+            assert_eq!(config.forwarded, Forwarded { message: false, presence: true, iq: true });
+        }
+        let text = MINIMAL.replace("component_post_url = ", "[webhook]\nurl = ");
+        assert_eq!(parse(&text).unwrap().webhook.url.as_str(), "https://hooks.example.org/xmpp");
+    }
+
+    #[test]
+    fn secret_from_env_and_file_and_never_in_debug() {
+        let text = MINIMAL.replace("secret = \"throwaway\"\n", "");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains(ENV_SECRET), "{err}");
+        let config = Config::from_toml(&text, Path::new("x.toml"), &|name| {
+            (name == ENV_SECRET).then(|| "from-env".to_owned())
+        })
+        .unwrap();
+        assert_eq!(config.secret.expose(), "from-env");
+        assert!(!format!("{config:?}").contains("from-env"));
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret"), "from-file\n").unwrap();
+        let text = format!("{text}secret_file = \"secret\"\n");
+        let config = Config::from_toml(&text, &dir.path().join("c.toml"), &|_| None).unwrap();
+        assert_eq!(config.secret.expose(), "from-file");
+    }
+
+    #[test]
+    fn bad_values_say_what_to_do() {
+        let cases = [
+            ("domain = \"Bot.Example.org\"", "domain = \"user@bot\"", "domain"),
+            ("server = \"127.0.0.1:5347\"", "server = \"127.0.0.1\"", "server"),
+            ("https://hooks", "ftp://hooks", "webhook.url"),
+            (MINIMAL, &format!("{MINIMAL}stanzas = [\"mesage\"]"), "mesage"),
+            (MINIMAL, &format!("{MINIMAL}iq_timeout = \"soon\""), "iq_timeout"),
+            (MINIMAL, &format!("{MINIMAL}ordering = \"random\""), "ordering"),
+            (MINIMAL, &format!("{MINIMAL}max_in_flight = 0"), "max_in_flight"),
+        ];
+        for (from, to, expected) in cases {
+            let err = parse(&MINIMAL.replace(from, to)).unwrap_err().to_string();
+            assert!(err.contains(expected), "{to}: {err}");
+        }
+    }
+
+    #[test]
+    fn conflicting_url_sources_are_refused() {
+        let text = format!("{MINIMAL}[webhook]\nurl = \"https://other.example.org/\"\n");
+        assert!(parse(&text).unwrap_err().to_string().contains("differ"));
+    }
+}

@@ -1,0 +1,55 @@
+//! Every bound and timeout of the process as a named constant.
+//!
+//! Configurable values take their defaults from here; the rest are fixed bounds that keep memory
+//! and waiting finite. Nothing else in the crate writes a bare number for a size or a duration.
+
+use std::time::Duration;
+
+/// Largest stanza read from the server or accepted from a hook (SPEC §1: 256 KiB).
+pub const DEFAULT_MAX_STANZA_BYTES: usize = 256 * 1024;
+/// Deepest element nesting inside one stanza (SPEC §1).
+pub const DEFAULT_MAX_DEPTH: usize = 64;
+/// Longest single XML token (name, attribute value, text chunk) the lexer buffers.
+/// Longer text is split into several events; longer names or attribute values are refused.
+pub const MAX_XML_TOKEN_BYTES: usize = 64 * 1024;
+/// Bytes read from the socket per read call.
+pub const READ_CHUNK_BYTES: usize = 16 * 1024;
+
+/// Idle interval after which whitespace is sent and the server is pinged.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+/// How long to wait for the TCP (and TLS) connection to the XMPP server.
+pub const XMPP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the stream header exchange and the handshake may take together.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A single write to the server that takes longer than this means a dead link.
+pub const XMPP_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Reconnect backoff: first delay, cap, and how long a link must live to reset it (SPEC §1).
+pub const RECONNECT_INITIAL: Duration = Duration::from_millis(500);
+pub const RECONNECT_MAX: Duration = Duration::from_secs(30);
+pub const RECONNECT_STABLE_AFTER: Duration = Duration::from_secs(60);
+
+/// Deliveries (webhook calls) in flight across the process (SPEC §3).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
+/// How long a forwarded iq get/set may wait for its answer (SPEC §2 rule 4).
+pub const DEFAULT_IQ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Webhook HTTP client bounds (SPEC §3).
+pub const DEFAULT_HOOK_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(15);
+pub const DEFAULT_HOOK_MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+/// Idle keep-alive connections kept per hook host.
+pub const HOOK_POOL_IDLE_PER_HOST: usize = 256;
+/// A `text/plain` hook body up to this size becomes the error's `<text>` (SPEC §2 rule 5).
+pub const ERROR_TEXT_MAX_BYTES: usize = 256;
+
+/// Stanzas waiting for the single socket writer.
+pub const OUTBOUND_QUEUE: usize = 1024;
+/// Stanzas read from the socket and waiting for the router. Small: a slow hook must become TCP
+/// backpressure rather than memory.
+pub const INBOUND_QUEUE: usize = 64;
+/// Stanzas waiting behind the head of one conversation before the router stops reading.
+pub const CONVERSATION_QUEUE: usize = 64;
+
+/// How long a SIGTERM/SIGINT waits for in-flight deliveries (SPEC §7).
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);

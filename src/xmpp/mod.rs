@@ -1,0 +1,4 @@
+//! The XMPP side: the stream codec, the handshake, stanza helpers and the session that keeps
+//! the link to the server alive.
+pub mod codec;
+pub mod stanza;

@@ -1,0 +1,334 @@
+//! Stanzas as the bridge handles them: kind and addressing attributes, stanza error replies
+//! (RFC 6120 §8.3), and the checks every outgoing stanza passes before it reaches the socket.
+//!
+//! The server closes the whole stream on a stanza it cannot accept (a `from` outside the
+//! component's domain, a missing `to`, a character XML forbids), so [`Outbound::check`] refuses
+//! such stanzas here, where one bad reply costs one reply and not the link.
+
+use minidom::Element;
+
+use crate::xmpp::codec::NS_COMPONENT;
+
+pub const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+
+/// The three stanza kinds (RFC 6120 §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Message,
+    Presence,
+    Iq,
+}
+
+impl Kind {
+    pub fn of(element: &Element) -> Option<Kind> {
+        if element.ns() != NS_COMPONENT {
+            return None;
+        }
+        match element.name() {
+            "message" => Some(Kind::Message),
+            "presence" => Some(Kind::Presence),
+            "iq" => Some(Kind::Iq),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Message => "message",
+            Kind::Presence => "presence",
+            Kind::Iq => "iq",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Kind> {
+        match name {
+            "message" => Some(Kind::Message),
+            "presence" => Some(Kind::Presence),
+            "iq" => Some(Kind::Iq),
+            _ => None,
+        }
+    }
+}
+
+/// A stanza read from the stream: its element, its bytes as received, and its kind.
+#[derive(Debug, Clone)]
+pub struct Stanza {
+    pub kind: Kind,
+    pub element: Element,
+    pub raw: String,
+}
+
+impl Stanza {
+    pub fn attr<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        self.element.attr(name)
+    }
+    pub fn to(&self) -> Option<&str> {
+        self.attr("to")
+    }
+    pub fn from(&self) -> Option<&str> {
+        self.attr("from")
+    }
+    pub fn id(&self) -> Option<&str> {
+        self.attr("id")
+    }
+    pub fn type_(&self) -> Option<&str> {
+        self.attr("type")
+    }
+    /// `xml:lang` of the stanza.
+    pub fn lang(&self) -> Option<&str> {
+        self.element.attr_ns(rxml::Namespace::xml(), "lang")
+    }
+    /// An `error` stanza, or an iq `result`: RFC 6120 forbids answering either.
+    pub fn must_not_be_answered(&self) -> bool {
+        match self.type_() {
+            Some("error") => true,
+            Some("result") => self.kind == Kind::Iq,
+            _ => false,
+        }
+    }
+}
+
+/// RFC 6120 §8.3.2 error types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorType {
+    Auth,
+    Cancel,
+    Continue,
+    Modify,
+    Wait,
+}
+
+impl ErrorType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorType::Auth => "auth",
+            ErrorType::Cancel => "cancel",
+            ErrorType::Continue => "continue",
+            ErrorType::Modify => "modify",
+            ErrorType::Wait => "wait",
+        }
+    }
+}
+
+/// A stanza error to send back: type, defined condition and optional human-readable text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StanzaError {
+    pub type_: ErrorType,
+    pub condition: &'static str,
+    pub text: Option<String>,
+}
+
+impl StanzaError {
+    pub fn new(type_: ErrorType, condition: &'static str) -> Self {
+        Self { type_, condition, text: None }
+    }
+    pub fn with_text(mut self, text: impl Into<String>) -> Self {
+        self.text = Some(text.into());
+        self
+    }
+    pub fn service_unavailable() -> Self {
+        Self::new(ErrorType::Cancel, "service-unavailable")
+    }
+    pub fn internal_server_error() -> Self {
+        Self::new(ErrorType::Cancel, "internal-server-error")
+    }
+}
+
+/// The error reply to `original`: addresses swapped, same id, an `<error>` carrying `by`.
+/// `None` when the original must not be answered (an error, or an iq result).
+pub fn error_reply(original: &Stanza, error: &StanzaError, by: &str) -> Option<Element> {
+    if original.must_not_be_answered() {
+        return None;
+    }
+    let mut error_element = Element::builder("error", NS_COMPONENT)
+        .attr(rxml::xml_ncname!("type").into(), error.type_.as_str())
+        .attr(rxml::xml_ncname!("by").into(), by)
+        .append(Element::bare(error.condition, NS_STANZAS));
+    if let Some(text) = &error.text {
+        error_element = error_element.append(Element::builder("text", NS_STANZAS).append(text.as_str()).build());
+    }
+    let mut reply = Element::builder(original.element.name(), NS_COMPONENT)
+        .attr(rxml::xml_ncname!("type").into(), "error");
+    for (name, value) in [("to", original.from()), ("from", original.to()), ("id", original.id())] {
+        if let Some(value) = value {
+            reply = reply.attr(ncname(name), value);
+        }
+    }
+    Some(reply.append(error_element.build()).build())
+}
+
+/// A builder-ready attribute name for the handful of fixed names the bridge writes.
+pub fn ncname(name: &'static str) -> rxml::NcName {
+    // The names passed here are literals from this crate, all valid NCNames.
+    rxml::NcName::try_from(name).unwrap_or_else(|_| rxml::xml_ncname!("invalid").into())
+}
+
+/// Why an outgoing stanza was refused before the socket.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum OutboundError {
+    #[error("<{0}> is not a stanza (message, presence or iq in jabber:component:accept)")]
+    NotAStanza(String),
+    #[error("it has no `to` address")]
+    MissingTo,
+    #[error("its `to` {0:?} is not a valid JID")]
+    InvalidTo(String),
+    #[error("it has no `from` address")]
+    MissingFrom,
+    #[error("its `from` {from:?} is outside the component's domain {domain}")]
+    ForeignFrom { from: String, domain: String },
+    #[error("it contains a character XML 1.0 does not allow (U+{0:04X})")]
+    InvalidCharacter(u32),
+    #[error("it is {size} bytes, over max_stanza_bytes ({limit})")]
+    TooLarge { size: usize, limit: usize },
+}
+
+/// An outgoing stanza that passed [`Outbound::check`], serialised and ready for the writer.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    pub kind: Kind,
+    pub bytes: String,
+}
+
+impl Outbound {
+    /// Checks and serialises a stanza for the component `domain`; the `from` is normalised
+    /// (the domain part lowercased as configured).
+    pub fn check(mut element: Element, domain: &str, max_bytes: usize) -> Result<Outbound, OutboundError> {
+        let kind = Kind::of(&element).ok_or_else(|| OutboundError::NotAStanza(element.name().to_owned()))?;
+        let to = element.attr("to").ok_or(OutboundError::MissingTo)?;
+        jid::Jid::new(to).map_err(|_| OutboundError::InvalidTo(to.to_owned()))?;
+        let from = element.attr("from").ok_or(OutboundError::MissingFrom)?;
+        let normalised = match jid::Jid::new(from) {
+            Ok(jid) if jid.domain().as_str() == domain => jid.to_string(),
+            _ => {
+                return Err(OutboundError::ForeignFrom {
+                    from: from.to_owned(),
+                    domain: domain.to_owned(),
+                });
+            }
+        };
+        if normalised != from {
+            element.set_attr(rxml::Namespace::NONE, ncname("from"), normalised);
+        }
+        check_characters(&element)?;
+        let mut bytes = Vec::new();
+        element
+            .write_to(&mut bytes)
+            .map_err(|_| OutboundError::NotAStanza(element.name().to_owned()))?;
+        if bytes.len() > max_bytes {
+            return Err(OutboundError::TooLarge { size: bytes.len(), limit: max_bytes });
+        }
+        // The writer produces UTF-8 from UTF-8 strings.
+        let bytes = String::from_utf8(bytes).map_err(|_| OutboundError::InvalidCharacter(0xFFFD))?;
+        Ok(Outbound { kind, bytes })
+    }
+}
+
+/// XML 1.0 §2.2 Char: every text node and attribute value of the tree.
+fn check_characters(element: &Element) -> Result<(), OutboundError> {
+    let mut stack = vec![element];
+    while let Some(element) = stack.pop() {
+        for (_, value) in element.attrs() {
+            check_text(value)?;
+        }
+        for node in element.nodes() {
+            match node {
+                minidom::Node::Element(child) => stack.push(child),
+                minidom::Node::Text(text) => check_text(text)?,
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_text(text: &str) -> Result<(), OutboundError> {
+    match text.chars().find(|&c| !is_xml_char(c)) {
+        Some(c) => Err(OutboundError::InvalidCharacter(c as u32)),
+        None => Ok(()),
+    }
+}
+
+pub fn is_xml_char(c: char) -> bool {
+    matches!(c, '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+/// Removes characters XML 1.0 forbids, for text taken from a hook's JSON.
+pub fn xml_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().all(is_xml_char) {
+        std::borrow::Cow::Borrowed(text)
+    } else {
+        std::borrow::Cow::Owned(text.chars().filter(|&c| is_xml_char(c)).collect())
+    }
+}
+
+/// The bare form (`local@domain` or `domain`) of a JID string, if it is one.
+pub fn bare(jid: &str) -> Option<String> {
+    jid::Jid::new(jid).ok().map(|jid| jid.to_bare().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xmpp::codec::{ReadLimits, parse_stanza};
+
+    fn stanza(xml: &str) -> Stanza {
+        let read = parse_stanza(xml, ReadLimits::default()).unwrap();
+        Stanza { kind: Kind::of(&read.element).unwrap(), element: read.element, raw: read.raw }
+    }
+
+    #[test]
+    fn error_reply_swaps_addresses_and_keeps_the_id() {
+        let original = stanza("<message to='echo@bot.localhost' from='u@localhost/r' id='m1' type='chat'><body>x</body></message>");
+        let error = StanzaError::new(ErrorType::Wait, "remote-server-timeout").with_text("Timeout");
+        let reply = error_reply(&original, &error, "bot.localhost").unwrap();
+        assert_eq!(reply.attr("to"), Some("u@localhost/r"));
+        assert_eq!(reply.attr("from"), Some("echo@bot.localhost"));
+        assert_eq!(reply.attr("id"), Some("m1"));
+        assert_eq!(reply.attr("type"), Some("error"));
+        let e = reply.get_child("error", NS_COMPONENT).unwrap();
+        assert_eq!(e.attr("type"), Some("wait"));
+        assert_eq!(e.attr("by"), Some("bot.localhost"));
+        assert!(e.has_child("remote-server-timeout", NS_STANZAS));
+        assert_eq!(e.get_child("text", NS_STANZAS).unwrap().text(), "Timeout");
+    }
+
+    #[test]
+    fn errors_and_results_are_never_answered() {
+        let error = StanzaError::service_unavailable();
+        for xml in [
+            "<message to='a@bot.localhost' from='u@localhost' type='error'/>",
+            "<iq to='bot.localhost' from='u@localhost' type='result' id='1'/>",
+            "<iq to='bot.localhost' from='u@localhost' type='error' id='1'/>",
+            "<presence to='bot.localhost' from='u@localhost' type='error'/>",
+        ] {
+            assert!(error_reply(&stanza(xml), &error, "bot.localhost").is_none(), "{xml}");
+        }
+    }
+
+    #[test]
+    fn outbound_check_refuses_what_would_kill_the_stream() {
+        let check = |xml: &str| Outbound::check(parse_stanza(xml, ReadLimits::default()).unwrap().element, "bot.localhost", 4096);
+        assert!(check("<message to='u@localhost' from='echo@bot.localhost'><body>ok</body></message>").is_ok());
+        assert_eq!(check("<message from='echo@bot.localhost'/>").unwrap_err(), OutboundError::MissingTo);
+        assert_eq!(check("<message to='u@localhost'/>").unwrap_err(), OutboundError::MissingFrom);
+        assert!(matches!(check("<message to='u@localhost' from='x@evil.example'/>").unwrap_err(), OutboundError::ForeignFrom { .. }));
+        assert!(matches!(check("<message to='u@localhost' from='x@sub.bot.localhost'/>").unwrap_err(), OutboundError::ForeignFrom { .. }));
+        assert!(matches!(check("<foo to='u@localhost' from='bot.localhost'/>").unwrap_err(), OutboundError::NotAStanza(_)));
+        let big = format!("<message to='u@localhost' from='bot.localhost'><body>{}</body></message>", "x".repeat(5000));
+        assert!(matches!(check(&big).unwrap_err(), OutboundError::TooLarge { .. }));
+        let mut element = parse_stanza("<message to='u@localhost' from='bot.localhost'/>", ReadLimits::default()).unwrap().element;
+        element.append_child(Element::builder("body", NS_COMPONENT).append("a\u{1}b").build());
+        assert_eq!(Outbound::check(element, "bot.localhost", 4096).unwrap_err(), OutboundError::InvalidCharacter(1));
+    }
+
+    #[test]
+    fn outbound_from_is_normalised_to_the_configured_case() {
+        let element = parse_stanza("<message to='u@localhost' from='Echo@BOT.localhost'/>", ReadLimits::default()).unwrap().element;
+        let out = Outbound::check(element, "bot.localhost", 4096).unwrap();
+        assert!(out.bytes.contains("from='echo@bot.localhost'") || out.bytes.contains("from=\"echo@bot.localhost\""), "{}", out.bytes);
+    }
+
+    #[test]
+    fn xml_safe_drops_forbidden_characters_only() {
+        assert_eq!(xml_safe("a\u{0}b\u{1F600}\tc\u{FFFE}"), "ab\u{1F600}\tc");
+    }
+}
