@@ -1,5 +1,20 @@
 //! component-http: an XMPP external component (XEP-0114) that speaks HTTP.
+//!
+//! The session ([`xmpp::session`]) keeps one authenticated stream to the XMPP server and reads
+//! stanzas through a bounded codec ([`xmpp::codec`]). The router ([`bridge::router`]) answers
+//! presence, disco, ping and version itself ([`bridge::builtin`]) and hands forwarded stanzas
+//! to the delivery stage ([`bridge::delivery`]), which orders them per conversation, POSTs the
+//! JSON of [`bridge::payload`] through the pooled client of [`webhook::client`], and turns the
+//! answer into a reply by the rules of [`bridge::reply`]. Everything sent goes through the
+//! outbox ([`bridge::outbox`]), which refuses what would break the stream, to the session's
+//! single writer. Channels between the stages are bounded, so a slow hook becomes TCP
+//! backpressure on the server, not memory. [`app`] wires and supervises it all.
 #![forbid(unsafe_code)]
+pub mod app;
+pub mod bridge;
+pub mod check;
+pub mod cli;
 pub mod config;
 pub mod limits;
+pub mod webhook;
 pub mod xmpp;

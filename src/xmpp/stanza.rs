@@ -141,14 +141,14 @@ pub fn error_reply(original: &Stanza, error: &StanzaError, by: &str) -> Option<E
         return None;
     }
     let mut error_element = Element::builder("error", NS_COMPONENT)
-        .attr(rxml::xml_ncname!("type").into(), error.type_.as_str())
-        .attr(rxml::xml_ncname!("by").into(), by)
+        .attr(ncname("type"), error.type_.as_str())
+        .attr(ncname("by"), by)
         .append(Element::bare(error.condition, NS_STANZAS));
     if let Some(text) = &error.text {
         error_element = error_element.append(Element::builder("text", NS_STANZAS).append(text.as_str()).build());
     }
     let mut reply = Element::builder(original.element.name(), NS_COMPONENT)
-        .attr(rxml::xml_ncname!("type").into(), "error");
+        .attr(ncname("type"), "error");
     for (name, value) in [("to", original.from()), ("from", original.to()), ("id", original.id())] {
         if let Some(value) = value {
             reply = reply.attr(ncname(name), value);
@@ -159,8 +159,8 @@ pub fn error_reply(original: &Stanza, error: &StanzaError, by: &str) -> Option<E
 
 /// A builder-ready attribute name for the handful of fixed names the bridge writes.
 pub fn ncname(name: &'static str) -> rxml::NcName {
-    // The names passed here are literals from this crate, all valid NCNames.
-    rxml::NcName::try_from(name).unwrap_or_else(|_| rxml::xml_ncname!("invalid").into())
+    // Only literals of this crate are passed here, never input from the network.
+    rxml::NcName::try_from(name).expect("attribute names in this crate are valid NCNames")
 }
 
 /// Why an outgoing stanza was refused before the socket.

@@ -1,0 +1,108 @@
+//! Stanza → webhook request body: the JSON object of mod_component_http (`to`, `from`, `kind`,
+//! `body`, `stanza`) plus `id`, `type` and `lang` (SPEC §2). Keys without a value are omitted.
+//!
+//! The `stanza` field is the stanza's bytes as received: it is already XML without the stream's
+//! namespace declaration, so nothing is serialised twice.
+
+use serde::Serialize;
+
+use crate::xmpp::codec::NS_COMPONENT;
+use crate::xmpp::stanza::{Kind, Stanza};
+
+#[derive(Debug, Serialize)]
+pub struct HookRequest<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<&'a str>,
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    pub stanza: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lang: Option<&'a str>,
+}
+
+impl<'a> HookRequest<'a> {
+    pub fn of(stanza: &'a Stanza) -> Self {
+        Self {
+            to: stanza.to(),
+            from: stanza.from(),
+            kind: stanza.kind.as_str(),
+            body: message_body(stanza),
+            stanza: &stanza.raw,
+            id: stanza.id(),
+            type_: stanza.type_(),
+            lang: stanza.lang(),
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serialising borrowed strings and options into a Vec cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// The text of a message's `<body>`: the one without `xml:lang`, else the first.
+pub fn message_body(stanza: &Stanza) -> Option<String> {
+    if stanza.kind != Kind::Message {
+        return None;
+    }
+    let mut first = None;
+    for body in stanza.element.children().filter(|c| c.is("body", NS_COMPONENT)) {
+        if body.attr_ns(rxml::Namespace::xml(), "lang").is_none() {
+            return Some(body.text());
+        }
+        first.get_or_insert(body);
+    }
+    first.map(|body| body.text())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xmpp::codec::{ReadLimits, parse_stanza};
+
+    fn stanza(xml: &str) -> Stanza {
+        let read = parse_stanza(xml, ReadLimits::default()).unwrap();
+        Stanza { kind: Kind::of(&read.element).unwrap(), element: read.element, raw: read.raw }
+    }
+
+    #[test]
+    fn message_maps_to_the_module_fields_plus_ours() {
+        let s = stanza(
+            "<message to='echo@bot.localhost' from='u@localhost/r' type='chat' id='m1' xml:lang='en'>\
+             <body xml:lang='de'>Hallo</body><body>Hello &lt;&amp;&gt; \u{1F600}</body></message>",
+        );
+        let json: serde_json::Value = serde_json::from_slice(&HookRequest::of(&s).to_json()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "to": "echo@bot.localhost",
+                "from": "u@localhost/r",
+                "kind": "message",
+                "body": "Hello <&> \u{1F600}",
+                "stanza": s.raw,
+                "id": "m1",
+                "type": "chat",
+                "lang": "en",
+            })
+        );
+        assert!(!json["stanza"].as_str().unwrap().contains("jabber:component:accept"));
+    }
+
+    #[test]
+    fn first_body_when_all_have_a_language_and_absent_keys_are_omitted() {
+        let s = stanza("<message to='a@bot' from='b@c'><body xml:lang='fr'>Salut</body><body xml:lang='en'>Hi</body></message>");
+        let json: serde_json::Value = serde_json::from_slice(&HookRequest::of(&s).to_json()).unwrap();
+        assert_eq!(json["body"], "Salut");
+        let presence = stanza("<presence to='bot' from='b@c'/>");
+        let json: serde_json::Value = serde_json::from_slice(&HookRequest::of(&presence).to_json()).unwrap();
+        let keys: Vec<_> = json.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, ["from", "kind", "stanza", "to"]);
+    }
+}

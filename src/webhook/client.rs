@@ -1,0 +1,130 @@
+//! The HTTP client that calls the hook: one keep-alive connection pool (HTTP/1.1 and HTTP/2),
+//! connect and total timeouts, no redirects, a cap on the response body, rustls with the
+//! system's roots (SPEC §3). It turns every call into a [`HookOutcome`] and never fails.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+
+use crate::bridge::reply::HookOutcome;
+use crate::config::WebhookConfig;
+use crate::limits;
+
+pub const USER_AGENT: &str = concat!("component-http/", env!("CARGO_PKG_VERSION"));
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the webhook HTTP client: {0}")]
+pub struct ClientError(String);
+
+#[derive(Clone)]
+pub struct HookClient {
+    http: reqwest::Client,
+    url: reqwest::Url,
+    max_response_bytes: usize,
+}
+
+impl HookClient {
+    pub fn new(config: &WebhookConfig) -> Result<Self, ClientError> {
+        install_crypto_provider();
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        for (name, value) in &config.headers {
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| ClientError(e.to_string()))?;
+            let value = HeaderValue::from_str(value).map_err(|e| ClientError(e.to_string()))?;
+            headers.insert(name, value);
+        }
+        if let Some(authorization) = &config.authorization {
+            let mut value = HeaderValue::from_str(authorization.expose())
+                .map_err(|_| ClientError("webhook.authorization is not a valid header value".into()))?;
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .default_headers(headers)
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.timeout)
+            .pool_max_idle_per_host(limits::HOOK_POOL_IDLE_PER_HOST)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| ClientError(e.to_string()))?;
+        Ok(Self { http, url: config.url.clone(), max_response_bytes: config.max_response_bytes })
+    }
+
+    pub fn url(&self) -> &reqwest::Url {
+        &self.url
+    }
+
+    /// POSTs a JSON body to the hook.
+    pub async fn post(&self, body: Vec<u8>) -> HookOutcome {
+        let response = match self.http.post(self.url.clone()).body(body).send().await {
+            Ok(response) => response,
+            Err(error) => return failure(&error),
+        };
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        match self.read_capped(response).await {
+            Ok(Some(body)) => HookOutcome::Response { status, content_type, body },
+            Ok(None) => HookOutcome::ResponseTooLarge { status },
+            Err(error) => failure(&error),
+        }
+    }
+
+    /// Sends a HEAD request, for `check`: any HTTP answer means the hook is reachable.
+    pub async fn probe(&self) -> Result<u16, String> {
+        match self.http.head(self.url.clone()).send().await {
+            Ok(response) => Ok(response.status().as_u16()),
+            Err(error) => Err(describe(&error)),
+        }
+    }
+
+    /// The body, or `None` once it grows past the cap (the rest is not read).
+    async fn read_capped(&self, mut response: reqwest::Response) -> Result<Option<Bytes>, reqwest::Error> {
+        if response.content_length().is_some_and(|len| len > self.max_response_bytes as u64) {
+            return Ok(None);
+        }
+        let mut body = BytesMut::new();
+        while let Some(chunk) = response.chunk().await? {
+            if body.len() + chunk.len() > self.max_response_bytes {
+                return Ok(None);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Some(body.freeze()))
+    }
+}
+
+fn failure(error: &reqwest::Error) -> HookOutcome {
+    if error.is_timeout() {
+        HookOutcome::Timeout
+    } else {
+        HookOutcome::ConnectFailure(describe(error))
+    }
+}
+
+/// The error with its causes, without the URL (which may carry credentials in its query).
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    if let Some(url) = error.url() {
+        text = text.replace(&format!(" ({url})"), "");
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// rustls needs one process-wide crypto provider; installing it twice is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,0 +1,537 @@
+//! The link to the XMPP server: connect (optionally over TLS), open the stream, authenticate,
+//! then read stanzas into the router and write everything others send, until the link fails;
+//! then reconnect forever with capped, jittered backoff (SPEC §1).
+//!
+//! Per connection one task reads and one writes. The writer is the only code that touches the
+//! socket's write half; everyone else sends it [`Outbound`] stanzas through one bounded channel
+//! that outlives connections, so replies produced while the link is down wait there. The reader
+//! hands stanzas to the router through a bounded channel and simply stops reading while that
+//! channel is full: a slow hook turns into TCP backpressure on the server, never into memory.
+//! The session knows nothing of what stanzas mean beyond its own keepalive pings.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, timeout};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::config::Config;
+use crate::limits;
+use crate::xmpp::codec::{self, CodecError, Frame, NS_STREAMS, ReadLimits, StreamHeader, StreamReader};
+use crate::xmpp::handshake;
+use crate::xmpp::stanza::{Kind, Outbound, Stanza};
+
+const NS_STREAM_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
+/// Ids of the component's own keepalive pings; answers with these ids never reach the router.
+const PING_ID_PREFIX: &str = "component-http-ping-";
+
+/// What the rest of the process may know about the link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkState {
+    Connecting,
+    Up,
+    Down { reason: String },
+}
+
+/// Why a connection ended or could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("cannot connect to {server}: {source}")]
+    Connect { server: String, source: std::io::Error },
+    #[error("TLS with {server} failed: {message}")]
+    Tls { server: String, message: String },
+    #[error("timed out while {0}")]
+    Timeout(&'static str),
+    #[error("the server closed the connection")]
+    Closed,
+    #[error("connection error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the server's stream header has no id; the handshake needs one")]
+    NoStreamId,
+    #[error("the server sent stream error <{condition}/>{}", text.as_deref().map(|t| format!(" ({t})")).unwrap_or_default())]
+    StreamError { condition: String, text: Option<String> },
+    #[error("the server's stream cannot be read: {0}")]
+    Unreadable(#[from] CodecError),
+    #[error("no answer to a keepalive ping for two intervals: the link is dead")]
+    DeadLink,
+    #[error("the server sent <{0}> before the handshake completed")]
+    UnexpectedBeforeHandshake(String),
+}
+
+impl LinkError {
+    /// What the operator must change, for the errors that retrying cannot fix.
+    pub fn configuration_advice(&self) -> Option<&'static str> {
+        match self {
+            LinkError::StreamError { condition, .. } => handshake::configuration_advice(condition),
+            _ => None,
+        }
+    }
+}
+
+/// Exponential backoff with full jitter: each delay is uniform in `[0, min(cap, initial·2ⁿ)]`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    initial: Duration,
+    cap: Duration,
+    attempt: u32,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new(limits::RECONNECT_INITIAL, limits::RECONNECT_MAX)
+    }
+}
+
+impl Backoff {
+    pub fn new(initial: Duration, cap: Duration) -> Self {
+        Self { initial, cap, attempt: 0 }
+    }
+
+    /// The ceiling of the next delay, before jitter.
+    pub fn ceiling(&self) -> Duration {
+        let factor = 2u32.saturating_pow(self.attempt.min(20));
+        self.initial.saturating_mul(factor).min(self.cap)
+    }
+
+    pub fn next_delay(&mut self, rng: &mut impl Rng) -> Duration {
+        let ceiling = self.ceiling();
+        self.attempt = self.attempt.saturating_add(1);
+        ceiling.mul_f64(rng.random::<f64>())
+    }
+
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+type BoxedIo = Box<dyn AsyncReadWrite>;
+trait AsyncReadWrite: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> AsyncReadWrite for T {}
+
+/// Reads frames from the socket through the bounded codec.
+struct FrameReader {
+    io: ReadHalf<BoxedIo>,
+    codec: StreamReader,
+    buf: Box<[u8]>,
+}
+
+impl FrameReader {
+    async fn next(&mut self) -> Result<Frame, LinkError> {
+        loop {
+            if let Some(frame) = self.codec.next_frame()? {
+                return Ok(frame);
+            }
+            let n = self.io.read(&mut self.buf).await?;
+            if n == 0 {
+                return Err(LinkError::Closed);
+            }
+            self.codec.feed(&self.buf[..n]);
+        }
+    }
+}
+
+/// An authenticated connection, ready to carry stanzas.
+pub struct Link {
+    reader: FrameReader,
+    writer: WriteHalf<BoxedIo>,
+    pub header: StreamHeader,
+}
+
+/// Connects to the server, opens the stream and completes the handshake.
+pub async fn connect(config: &Config) -> Result<Link, LinkError> {
+    let tcp = timeout(limits::XMPP_CONNECT_TIMEOUT, TcpStream::connect(&config.server))
+        .await
+        .map_err(|_| LinkError::Timeout("connecting to the server"))?
+        .map_err(|source| LinkError::Connect { server: config.server.clone(), source })?;
+    // Stanzas are small and latency matters more than packet count.
+    let _ = tcp.set_nodelay(true);
+    let io: BoxedIo = if config.tls { Box::new(tls_wrap(config, tcp).await?) } else { Box::new(tcp) };
+    let (read, mut writer) = tokio::io::split(io);
+    let mut reader = FrameReader {
+        io: read,
+        codec: StreamReader::new(ReadLimits { max_stanza_bytes: config.max_stanza_bytes, max_depth: config.max_depth }),
+        buf: vec![0; limits::READ_CHUNK_BYTES].into_boxed_slice(),
+    };
+    let header = timeout(limits::HANDSHAKE_TIMEOUT, async {
+        // One write for the whole header: some servers misread a header split across packets.
+        writer.write_all(codec::stream_header(&config.domain).as_bytes()).await?;
+        writer.flush().await?;
+        let header = match reader.next().await? {
+            Frame::Open(header) => header,
+            Frame::Element(e) => return Err(stream_error_or_unexpected(&e.element)),
+            Frame::Close => return Err(LinkError::Closed),
+        };
+        let id = header.id.as_deref().ok_or(LinkError::NoStreamId)?;
+        writer
+            .write_all(handshake::handshake_element(id, config.secret.expose()).as_bytes())
+            .await?;
+        writer.flush().await?;
+        loop {
+            match reader.next().await? {
+                Frame::Element(e) if e.element.is("handshake", codec::NS_COMPONENT) => return Ok(header),
+                Frame::Element(e) => return Err(stream_error_or_unexpected(&e.element)),
+                Frame::Close => return Err(LinkError::Closed),
+                Frame::Open(_) => {}
+            }
+        }
+    })
+    .await
+    .map_err(|_| LinkError::Timeout("waiting for the stream header and handshake"))??;
+    Ok(Link { reader, writer, header })
+}
+
+async fn tls_wrap(config: &Config, tcp: TcpStream) -> Result<tokio_rustls::client::TlsStream<TcpStream>, LinkError> {
+    use rustls_platform_verifier::ConfigVerifierExt;
+    let tls_error = |message: String| LinkError::Tls { server: config.server.clone(), message };
+    let client_config = rustls::ClientConfig::with_platform_verifier().map_err(|e| tls_error(e.to_string()))?;
+    let name = rustls::pki_types::ServerName::try_from(config.tls_server_name.clone())
+        .map_err(|e| tls_error(format!("invalid tls_server_name: {e}")))?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
+    timeout(limits::XMPP_CONNECT_TIMEOUT, connector.connect(name, tcp))
+        .await
+        .map_err(|_| LinkError::Timeout("negotiating TLS"))?
+        .map_err(|e| tls_error(e.to_string()))
+}
+
+fn stream_error_or_unexpected(element: &minidom::Element) -> LinkError {
+    if element.is("error", NS_STREAMS) {
+        parse_stream_error(element)
+    } else {
+        LinkError::UnexpectedBeforeHandshake(element.name().to_owned())
+    }
+}
+
+fn parse_stream_error(element: &minidom::Element) -> LinkError {
+    let mut condition = "undefined-condition".to_owned();
+    let mut text = None;
+    for child in element.children() {
+        if child.ns() == NS_STREAM_ERRORS {
+            if child.name() == "text" {
+                text = Some(child.text());
+            } else {
+                condition = child.name().to_owned();
+            }
+        }
+    }
+    LinkError::StreamError { condition, text }
+}
+
+fn stream_error_xml(condition: &str, text: &str) -> String {
+    format!(
+        "<stream:error><{condition} xmlns='{NS_STREAM_ERRORS}'/><text xmlns='{NS_STREAM_ERRORS}'>{}</text></stream:error></stream:stream>",
+        codec::escape_attr(text)
+    )
+}
+
+/// Messages from a connection's reader to its writer.
+enum Control {
+    PingAnswered(String),
+    Ended(LinkError),
+}
+
+/// The long-lived session: owns the outbound queue's receiving end across reconnects.
+pub struct Session {
+    pub config: Arc<Config>,
+    /// Stanzas read from the server, towards the router.
+    pub inbound: mpsc::Sender<Stanza>,
+    /// Stanzas to write, from everyone.
+    pub outbound: mpsc::Receiver<Outbound>,
+    pub state: watch::Sender<LinkState>,
+    /// Shutdown, first step: stop taking new stanzas from the server.
+    pub stop_reading: CancellationToken,
+    /// Shutdown, last step: write what is queued, close the stream, return.
+    pub finish: CancellationToken,
+}
+
+enum Ended {
+    Finished,
+    Failed(LinkError),
+}
+
+impl Session {
+    /// Runs until `finish` is cancelled or every outbound sender is gone.
+    pub async fn run(mut self) {
+        let mut backoff = Backoff::default();
+        let mut unsent: VecDeque<Outbound> = VecDeque::new();
+        loop {
+            if self.finish.is_cancelled() {
+                return;
+            }
+            self.state.send_replace(LinkState::Connecting);
+            let outcome = match connect(&self.config).await {
+                Ok(link) => {
+                    info!(domain = %self.config.domain, server = %self.config.server, "component online");
+                    self.state.send_replace(LinkState::Up);
+                    let since = Instant::now();
+                    let outcome = self.serve(link, &mut unsent).await;
+                    if since.elapsed() >= limits::RECONNECT_STABLE_AFTER {
+                        backoff.reset();
+                    }
+                    outcome
+                }
+                Err(error) => Ended::Failed(error),
+            };
+            let error = match outcome {
+                Ended::Finished => {
+                    self.state.send_replace(LinkState::Down { reason: "shut down".into() });
+                    return;
+                }
+                Ended::Failed(error) => error,
+            };
+            let delay = match error.configuration_advice() {
+                Some(advice) => {
+                    error!(server = %self.config.server, domain = %self.config.domain, "{error}: {advice}");
+                    limits::RECONNECT_MAX
+                }
+                None => {
+                    let delay = backoff.next_delay(&mut rand::rng());
+                    warn!(server = %self.config.server, "XMPP link down: {error}; reconnecting in {delay:.1?}");
+                    delay
+                }
+            };
+            self.state.send_replace(LinkState::Down { reason: error.to_string() });
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.finish.cancelled() => return,
+            }
+        }
+    }
+
+    async fn serve(&mut self, link: Link, unsent: &mut VecDeque<Outbound>) -> Ended {
+        let (control_tx, control_rx) = mpsc::channel(8);
+        let reader = tokio::spawn(read_loop(
+            link.reader,
+            self.inbound.clone(),
+            control_tx,
+            self.stop_reading.clone(),
+        ));
+        let outcome = self.write_loop(link.writer, control_rx, unsent).await;
+        reader.abort();
+        outcome
+    }
+
+    async fn write_loop(
+        &mut self,
+        mut writer: WriteHalf<BoxedIo>,
+        mut control: mpsc::Receiver<Control>,
+        unsent: &mut VecDeque<Outbound>,
+    ) -> Ended {
+        let interval = self.config.keepalive_interval;
+        let mut tick = tokio::time::interval_at(Instant::now() + interval, interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_write = Instant::now();
+        let mut ping: Option<(String, Instant)> = None;
+        let mut ping_counter: u64 = 0;
+        let ping_target = ping_target(&self.config.domain);
+        let mut batch = Vec::with_capacity(limits::READ_CHUNK_BYTES);
+
+        if !unsent.is_empty() {
+            if let Err(error) = write_batch(&mut writer, unsent, &mut batch).await {
+                return Ended::Failed(error);
+            }
+        }
+        loop {
+            tokio::select! {
+                biased;
+                message = control.recv() => match message {
+                    Some(Control::PingAnswered(id)) => {
+                        if ping.as_ref().is_some_and(|(sent, _)| *sent == id) {
+                            ping = None;
+                        }
+                    }
+                    Some(Control::Ended(error)) => {
+                        if let LinkError::Unreadable(codec_error) = &error {
+                            let xml = stream_error_xml(codec_error.stream_condition(), &codec_error.to_string());
+                            let _ = timeout(Duration::from_secs(1), writer.write_all(xml.as_bytes())).await;
+                        }
+                        return Ended::Failed(error);
+                    }
+                    None => return Ended::Failed(LinkError::Closed),
+                },
+                _ = self.finish.cancelled() => {
+                    while let Ok(out) = self.outbound.try_recv() {
+                        unsent.push_back(out);
+                    }
+                    let _ = write_batch(&mut writer, unsent, &mut batch).await;
+                    return close(writer).await;
+                }
+                out = self.outbound.recv() => {
+                    let Some(out) = out else { return close(writer).await };
+                    unsent.push_back(out);
+                    // Take what else is ready, so that a burst costs one write.
+                    while unsent.iter().map(|o| o.bytes.len()).sum::<usize>() < limits::READ_CHUNK_BYTES * 4 {
+                        match self.outbound.try_recv() {
+                            Ok(out) => unsent.push_back(out),
+                            Err(_) => break,
+                        }
+                    }
+                    if let Err(error) = write_batch(&mut writer, unsent, &mut batch).await {
+                        return Ended::Failed(error);
+                    }
+                    last_write = Instant::now();
+                }
+                _ = tick.tick() => {
+                    if let Some((_, sent_at)) = &ping {
+                        if sent_at.elapsed() >= interval * 2 {
+                            return Ended::Failed(LinkError::DeadLink);
+                        }
+                    }
+                    let mut keepalive = String::new();
+                    if last_write.elapsed() >= interval {
+                        keepalive.push(' ');
+                    }
+                    if ping.is_none() {
+                        ping_counter += 1;
+                        let id = format!("{PING_ID_PREFIX}{ping_counter}");
+                        keepalive.push_str(&format!(
+                            "<iq type='get' id='{id}' from='{}' to='{}'><ping xmlns='urn:xmpp:ping'/></iq>",
+                            codec::escape_attr(&self.config.domain),
+                            codec::escape_attr(&ping_target),
+                        ));
+                        ping = Some((id, Instant::now()));
+                    }
+                    if !keepalive.is_empty() {
+                        if let Err(error) = write_timed(&mut writer, keepalive.as_bytes()).await {
+                            return Ended::Failed(error);
+                        }
+                        last_write = Instant::now();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Writes queued stanzas; on failure they stay queued for the next connection.
+async fn write_batch(
+    writer: &mut WriteHalf<BoxedIo>,
+    unsent: &mut VecDeque<Outbound>,
+    batch: &mut Vec<u8>,
+) -> Result<(), LinkError> {
+    batch.clear();
+    for out in unsent.iter() {
+        batch.extend_from_slice(out.bytes.as_bytes());
+    }
+    write_timed(writer, batch).await?;
+    unsent.clear();
+    Ok(())
+}
+
+async fn write_timed(writer: &mut WriteHalf<BoxedIo>, bytes: &[u8]) -> Result<(), LinkError> {
+    timeout(limits::XMPP_WRITE_TIMEOUT, async {
+        writer.write_all(bytes).await?;
+        writer.flush().await
+    })
+    .await
+    .map_err(|_| LinkError::Timeout("writing to the server"))??;
+    Ok(())
+}
+
+async fn close(mut writer: WriteHalf<BoxedIo>) -> Ended {
+    let _ = timeout(Duration::from_secs(1), async {
+        writer.write_all(b"</stream:stream>").await?;
+        writer.shutdown().await
+    })
+    .await;
+    Ended::Finished
+}
+
+/// Where keepalive pings go: the parent domain of the component (the server's own host for the
+/// usual `bot.example.org` under `example.org`), else the component's domain itself. Any answer,
+/// result or error, proves the link alive.
+fn ping_target(domain: &str) -> String {
+    match domain.split_once('.') {
+        Some((_, parent)) if parent.contains('.') || parent == "localhost" => parent.to_owned(),
+        _ => domain.to_owned(),
+    }
+}
+
+async fn read_loop(
+    mut reader: FrameReader,
+    inbound: mpsc::Sender<Stanza>,
+    control: mpsc::Sender<Control>,
+    stop_reading: CancellationToken,
+) {
+    let ended = loop {
+        let frame = tokio::select! {
+            frame = reader.next() => frame,
+            _ = stop_reading.cancelled() => return,
+        };
+        let read = match frame {
+            Ok(Frame::Element(read)) => read,
+            Ok(Frame::Open(_)) => continue,
+            Ok(Frame::Close) => break LinkError::Closed,
+            Err(error) => break error,
+        };
+        if read.element.is("error", NS_STREAMS) {
+            break parse_stream_error(&read.element);
+        }
+        let Some(kind) = Kind::of(&read.element) else {
+            warn!(element = read.element.name(), "ignoring a top-level element that is not a stanza");
+            continue;
+        };
+        let stanza = Stanza { kind, element: read.element, raw: read.raw };
+        if kind == Kind::Iq && matches!(stanza.type_(), Some("result" | "error")) {
+            if let Some(id) = stanza.id().filter(|id| id.starts_with(PING_ID_PREFIX)) {
+                let _ = control.send(Control::PingAnswered(id.to_owned())).await;
+                continue;
+            }
+        }
+        debug!(kind = kind.as_str(), from = stanza.from(), to = stanza.to(), "stanza received");
+        tokio::select! {
+            sent = inbound.send(stanza) => if sent.is_err() { return },
+            _ = stop_reading.cancelled() => return,
+        }
+    };
+    let _ = control.send(Control::Ended(ended)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn backoff_doubles_to_the_cap_with_full_jitter() {
+        let mut backoff = Backoff::default();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let ceilings: Vec<_> = (0..9)
+            .map(|_| {
+                let ceiling = backoff.ceiling();
+                let delay = backoff.next_delay(&mut rng);
+                assert!(delay <= ceiling);
+                ceiling.as_millis()
+            })
+            .collect();
+        assert_eq!(ceilings, [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]);
+        backoff.reset();
+        assert_eq!(backoff.ceiling(), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn pings_go_to_the_parent_domain() {
+        assert_eq!(ping_target("bot.example.org"), "example.org");
+        assert_eq!(ping_target("bot.localhost"), "localhost");
+        assert_eq!(ping_target("example.org"), "example.org");
+        assert_eq!(ping_target("bot"), "bot");
+    }
+
+    #[test]
+    fn stream_errors_are_parsed_with_text() {
+        let read = codec::parse_stanza(
+            "<stream:error xmlns:stream='http://etherx.jabber.org/streams'><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>\
+             <text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>Replaced</text></stream:error>",
+            ReadLimits::default(),
+        )
+        .unwrap();
+        let error = parse_stream_error(&read.element);
+        assert!(matches!(&error, LinkError::StreamError { condition, text } if condition == "conflict" && text.as_deref() == Some("Replaced")));
+        assert!(error.configuration_advice().is_some());
+    }
+}
