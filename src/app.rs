@@ -39,7 +39,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
     let outbox = Outbox::new(config.clone(), outbound_tx);
     let delivery = Delivery::new(config.clone(), hook, outbox.clone());
-    let router = Router { config: config.clone(), delivery: delivery.clone(), outbox };
+    let router = Router {
+        config: config.clone(),
+        delivery: delivery.clone(),
+        outbox,
+    };
     let router_task = tokio::spawn(router.run(inbound_rx, stop_reading.clone()));
 
     info!(domain = %config.domain, server = %config.server, hook = %config.webhook.url, "component-http started");
@@ -48,7 +52,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     stop_reading.cancel();
     let _ = router_task.await;
     if !delivery.drain(limits::SHUTDOWN_DRAIN).await {
-        warn!("deliveries still in flight after {:?} were abandoned", limits::SHUTDOWN_DRAIN);
+        warn!(
+            "deliveries still in flight after {:?} were abandoned",
+            limits::SHUTDOWN_DRAIN
+        );
     }
     finish.cancel();
     let _ = session_task.await;

@@ -7,10 +7,16 @@ use crate::xmpp::session;
 
 /// Runs the checks; returns whether all passed.
 pub async fn run(config: &Config) -> bool {
-    println!("ok    configuration: domain {}, server {}, hook {}", config.domain, config.server, config.webhook.url);
+    println!(
+        "ok    configuration: domain {}, server {}, hook {}",
+        config.domain, config.server, config.webhook.url
+    );
     let mut all_ok = true;
     match session::connect(config).await {
-        Ok(_) => println!("ok    XMPP server {} accepted the component {}", config.server, config.domain),
+        Ok(_) => println!(
+            "ok    XMPP server {} accepted the component {}",
+            config.server, config.domain
+        ),
         Err(error) => {
             all_ok = false;
             println!("FAIL  XMPP server {}: {error}", config.server);
@@ -21,7 +27,10 @@ pub async fn run(config: &Config) -> bool {
     }
     match HookClient::new(&config.webhook) {
         Ok(hook) => match hook.probe().await {
-            Ok(status) => println!("ok    hook {} answers HTTP (HEAD gave {status})", config.webhook.url),
+            Ok(status) => println!(
+                "ok    hook {} answers HTTP (HEAD gave {status})",
+                config.webhook.url
+            ),
             Err(error) => {
                 all_ok = false;
                 println!("FAIL  hook {}: {error}", config.webhook.url);

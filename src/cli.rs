@@ -5,10 +5,20 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "component-http", version, about = "An XMPP component (XEP-0114) that forwards stanzas to an HTTP webhook")]
+#[command(
+    name = "component-http",
+    version,
+    about = "An XMPP component (XEP-0114) that forwards stanzas to an HTTP webhook"
+)]
 pub struct Cli {
     /// The configuration file.
-    #[arg(long, short, global = true, env = "COMPONENT_HTTP_CONFIG", default_value = "component-http.toml")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "COMPONENT_HTTP_CONFIG",
+        default_value = "component-http.toml"
+    )]
     pub config: PathBuf,
     /// Log format on stderr; the filter comes from RUST_LOG (default "info").
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]

@@ -202,11 +202,17 @@ impl Validator<'_> {
 
     fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let domain = self.domain(raw.domain)?;
-        let server = raw
-            .server
-            .ok_or_else(|| self.invalid("server", "is required: the XMPP server's component port, e.g. \"127.0.0.1:5347\""))?;
+        let server = raw.server.ok_or_else(|| {
+            self.invalid(
+                "server",
+                "is required: the XMPP server's component port, e.g. \"127.0.0.1:5347\"",
+            )
+        })?;
         let host = server_host(&server).ok_or_else(|| {
-            self.invalid("server", format!("must be host:port, e.g. \"127.0.0.1:5347\"; got {server:?}"))
+            self.invalid(
+                "server",
+                format!("must be host:port, e.g. \"127.0.0.1:5347\"; got {server:?}"),
+            )
         })?;
         let secret = self
             .secret("secret", raw.secret, "secret_file", raw.secret_file, ENV_SECRET)?
@@ -225,7 +231,9 @@ impl Validator<'_> {
         if max_in_flight == 0 {
             return Err(self.invalid("max_in_flight", "must be at least 1"));
         }
-        let max_stanza_bytes = raw.max_stanza_bytes.unwrap_or(limits::DEFAULT_MAX_STANZA_BYTES);
+        let max_stanza_bytes = raw
+            .max_stanza_bytes
+            .unwrap_or(limits::DEFAULT_MAX_STANZA_BYTES);
         if max_stanza_bytes < 1024 {
             return Err(self.invalid("max_stanza_bytes", "must be at least 1024"));
         }
@@ -235,7 +243,10 @@ impl Validator<'_> {
         }
         if let Some(show) = &raw.presence.show {
             if !["away", "chat", "dnd", "xa"].contains(&show.as_str()) {
-                return Err(self.invalid("presence.show", "must be one of \"away\", \"chat\", \"dnd\", \"xa\""));
+                return Err(self.invalid(
+                    "presence.show",
+                    "must be one of \"away\", \"chat\", \"dnd\", \"xa\"",
+                ));
             }
         }
         Ok(Config {
@@ -258,17 +269,28 @@ impl Validator<'_> {
             resource,
             presence_show: raw.presence.show,
             presence_status: raw.presence.status,
-            disco_name: raw.disco.name.unwrap_or_else(|| "component-http".to_owned()),
+            disco_name: raw
+                .disco
+                .name
+                .unwrap_or_else(|| "component-http".to_owned()),
             webhook,
         })
     }
 
     fn domain(&self, domain: Option<String>) -> Result<String, ConfigError> {
-        let domain = domain.ok_or_else(|| self.invalid("domain", "is required: the component's JID, e.g. \"bot.example.org\""))?;
+        let domain = domain.ok_or_else(|| {
+            self.invalid(
+                "domain",
+                "is required: the component's JID, e.g. \"bot.example.org\"",
+            )
+        })?;
         let lowered = domain.to_lowercase();
         match jid::Jid::new(&lowered) {
             Ok(jid) if jid.node().is_none() && jid.resource().is_none() => Ok(lowered),
-            _ => Err(self.invalid("domain", format!("must be a bare domain such as \"bot.example.org\"; got {domain:?}"))),
+            _ => Err(self.invalid(
+                "domain",
+                format!("must be a bare domain such as \"bot.example.org\"; got {domain:?}"),
+            )),
         }
     }
 
@@ -290,10 +312,17 @@ impl Validator<'_> {
         Ok(forwarded)
     }
 
-    fn webhook(&self, post_url: Option<String>, raw: RawWebhook) -> Result<WebhookConfig, ConfigError> {
+    fn webhook(
+        &self,
+        post_url: Option<String>,
+        raw: RawWebhook,
+    ) -> Result<WebhookConfig, ConfigError> {
         let url = match (post_url, raw.url) {
             (Some(a), Some(b)) if a != b => {
-                return Err(self.invalid("component_post_url", "and [webhook] url are both set and differ; keep one"));
+                return Err(self.invalid(
+                    "component_post_url",
+                    "and [webhook] url are both set and differ; keep one",
+                ));
             }
             (Some(url), _) | (None, Some(url)) => url,
             (None, None) => {
@@ -309,7 +338,9 @@ impl Validator<'_> {
             if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err()
                 || reqwest::header::HeaderValue::from_str(value).is_err()
             {
-                return Err(self.invalid("webhook.headers", format!("has an invalid header {name:?}")));
+                return Err(
+                    self.invalid("webhook.headers", format!("has an invalid header {name:?}"))
+                );
             }
         }
         let authorization = self.secret(
@@ -332,7 +363,9 @@ impl Validator<'_> {
                 raw.connect_timeout,
                 limits::DEFAULT_HOOK_CONNECT_TIMEOUT,
             )?,
-            max_response_bytes: raw.max_response_bytes.unwrap_or(limits::DEFAULT_HOOK_MAX_RESPONSE_BYTES),
+            max_response_bytes: raw
+                .max_response_bytes
+                .unwrap_or(limits::DEFAULT_HOOK_MAX_RESPONSE_BYTES),
             headers: raw.headers.into_iter().collect(),
             authorization,
         })
@@ -350,12 +383,21 @@ impl Validator<'_> {
     ) -> Result<Option<Secret>, ConfigError> {
         let from_env = (self.env)(env_name).filter(|v| !v.is_empty());
         let value = match (inline, file) {
-            (Some(_), Some(_)) => return Err(self.invalid(key, format!("and `{file_key}` are both set; keep one"))),
+            (Some(_), Some(_)) => {
+                return Err(self.invalid(key, format!("and `{file_key}` are both set; keep one")));
+            }
             (Some(value), None) => value,
             (None, Some(file)) => {
-                let file = self.path.parent().map(|dir| dir.join(&file)).unwrap_or(file);
+                let file = self
+                    .path
+                    .parent()
+                    .map(|dir| dir.join(&file))
+                    .unwrap_or(file);
                 let text = std::fs::read_to_string(&file).map_err(|e| {
-                    self.invalid(file_key, format!("names {}, which cannot be read: {e}", file.display()))
+                    self.invalid(
+                        file_key,
+                        format!("names {}, which cannot be read: {e}", file.display()),
+                    )
                 })?;
                 text.trim_end_matches(['\r', '\n']).to_owned()
             }
@@ -370,11 +412,20 @@ impl Validator<'_> {
         Ok(Some(Secret(value)))
     }
 
-    fn duration(&self, key: &'static str, value: Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+    fn duration(
+        &self,
+        key: &'static str,
+        value: Option<String>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
         match value {
             None => Ok(default),
-            Some(text) => humantime::parse_duration(&text)
-                .map_err(|e| self.invalid(key, format!("is not a duration such as \"30s\" or \"5m\" ({e})"))),
+            Some(text) => humantime::parse_duration(&text).map_err(|e| {
+                self.invalid(
+                    key,
+                    format!("is not a duration such as \"30s\" or \"5m\" ({e})"),
+                )
+            }),
         }
     }
 }
@@ -383,7 +434,10 @@ impl Validator<'_> {
 fn server_host(server: &str) -> Option<&str> {
     let (host, port) = server.rsplit_once(':')?;
     port.parse::<u16>().ok()?;
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     (!host.is_empty()).then_some(host)
 }
 
@@ -407,7 +461,14 @@ component_post_url = "https://hooks.example.org/xmpp"
         let config = parse(MINIMAL).unwrap();
         assert_eq!(config.domain, "bot.example.org");
         assert_eq!(config.tls_server_name, "127.0.0.1");
-        assert_eq!(config.forwarded, Forwarded { message: true, presence: false, iq: false });
+        assert_eq!(
+            config.forwarded,
+            Forwarded {
+                message: true,
+                presence: false,
+                iq: false
+            }
+        );
         assert_eq!(config.ordering, Ordering::Conversation);
         assert_eq!(config.max_in_flight, 256);
         assert_eq!(config.iq_timeout, Duration::from_secs(30));
@@ -418,15 +479,22 @@ component_post_url = "https://hooks.example.org/xmpp"
         assert_eq!(config.webhook.timeout, Duration::from_secs(15));
         assert_eq!(config.webhook.connect_timeout, Duration::from_secs(5));
         assert_eq!(config.webhook.max_response_bytes, 1024 * 1024);
-        assert_eq!(config.webhook.url.as_str(), "https://hooks.example.org/xmpp");
+        assert_eq!(
+            config.webhook.url.as_str(),
+            "https://hooks.example.org/xmpp"
+        );
     }
 
     #[test]
     fn unknown_keys_are_named_with_their_line() {
-        let err = parse(&format!("{MINIMAL}\nordring = \"none\"\n")).unwrap_err().to_string();
+        let err = parse(&format!("{MINIMAL}\nordring = \"none\"\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("ordring"), "{err}");
         assert!(err.contains("line 7"), "{err}");
-        let err = parse(&format!("{MINIMAL}\n[webhook]\ntimout = \"1s\"\n")).unwrap_err().to_string();
+        let err = parse(&format!("{MINIMAL}\n[webhook]\ntimout = \"1s\"\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("timout"), "{err}");
     }
 
@@ -434,10 +502,20 @@ component_post_url = "https://hooks.example.org/xmpp"
     fn module_aliases_are_accepted() {
         for key in ["stanzas", "component_post_stanzas", "post_stanza_types"] {
             let config = parse(&format!("{MINIMAL}\n{key} = [\"iq\", \"presence\"]\n")).unwrap();
-            assert_eq!(config.forwarded, Forwarded { message: false, presence: true, iq: true });
+            assert_eq!(
+                config.forwarded,
+                Forwarded {
+                    message: false,
+                    presence: true,
+                    iq: true
+                }
+            );
         }
         let text = MINIMAL.replace("component_post_url = ", "[webhook]\nurl = ");
-        assert_eq!(parse(&text).unwrap().webhook.url.as_str(), "https://hooks.example.org/xmpp");
+        assert_eq!(
+            parse(&text).unwrap().webhook.url.as_str(),
+            "https://hooks.example.org/xmpp"
+        );
     }
 
     #[test]
@@ -462,13 +540,37 @@ component_post_url = "https://hooks.example.org/xmpp"
     #[test]
     fn bad_values_say_what_to_do() {
         let cases = [
-            ("domain = \"Bot.Example.org\"", "domain = \"user@bot\"", "domain"),
-            ("server = \"127.0.0.1:5347\"", "server = \"127.0.0.1\"", "server"),
+            (
+                "domain = \"Bot.Example.org\"",
+                "domain = \"user@bot\"",
+                "domain",
+            ),
+            (
+                "server = \"127.0.0.1:5347\"",
+                "server = \"127.0.0.1\"",
+                "server",
+            ),
             ("https://hooks", "ftp://hooks", "webhook.url"),
-            (MINIMAL, &format!("{MINIMAL}stanzas = [\"mesage\"]"), "mesage"),
-            (MINIMAL, &format!("{MINIMAL}iq_timeout = \"soon\""), "iq_timeout"),
-            (MINIMAL, &format!("{MINIMAL}ordering = \"random\""), "ordering"),
-            (MINIMAL, &format!("{MINIMAL}max_in_flight = 0"), "max_in_flight"),
+            (
+                MINIMAL,
+                &format!("{MINIMAL}stanzas = [\"mesage\"]"),
+                "mesage",
+            ),
+            (
+                MINIMAL,
+                &format!("{MINIMAL}iq_timeout = \"soon\""),
+                "iq_timeout",
+            ),
+            (
+                MINIMAL,
+                &format!("{MINIMAL}ordering = \"random\""),
+                "ordering",
+            ),
+            (
+                MINIMAL,
+                &format!("{MINIMAL}max_in_flight = 0"),
+                "max_in_flight",
+            ),
         ];
         for (from, to, expected) in cases {
             let err = parse(&MINIMAL.replace(from, to)).unwrap_err().to_string();

@@ -25,9 +25,15 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const XMPP_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Reconnect backoff: first delay, cap, and how long a link must live to reset it (SPEC §1).
+/// The cap is low on purpose: while the component is offline the server bounces every message
+/// to it, an attempt costs one TCP handshake to a nearby server, and the bridge must be back
+/// within seconds of a server restart.
 pub const RECONNECT_INITIAL: Duration = Duration::from_millis(500);
-pub const RECONNECT_MAX: Duration = Duration::from_secs(30);
+pub const RECONNECT_MAX: Duration = Duration::from_secs(4);
 pub const RECONNECT_STABLE_AFTER: Duration = Duration::from_secs(60);
+/// Retry interval after a configuration error (wrong secret, unknown domain, conflict):
+/// retrying fast cannot help, but the operator's fix must be picked up without a restart.
+pub const RECONNECT_AFTER_CONFIGURATION_ERROR: Duration = Duration::from_secs(30);
 
 /// Deliveries (webhook calls) in flight across the process (SPEC §3).
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;

@@ -66,11 +66,16 @@ impl Delivery {
         let Ok(permit) = self.inner.admission.clone().acquire_owned().await else {
             return; // The semaphore is never closed.
         };
-        let job = Job { stanza, _admitted: permit };
+        let job = Job {
+            stanza,
+            _admitted: permit,
+        };
         match self.inner.config.ordering {
             Ordering::None => {
                 let inner = self.inner.clone();
-                self.inner.tasks.spawn(async move { inner.deliver(job).await });
+                self.inner
+                    .tasks
+                    .spawn(async move { inner.deliver(job).await });
             }
             Ordering::Conversation => self.enqueue(job),
         }
@@ -79,7 +84,11 @@ impl Delivery {
     fn enqueue(&self, job: Job) {
         let key = conversation_key(&job.stanza);
         {
-            let mut conversations = self.inner.conversations.lock().unwrap_or_else(|e| e.into_inner());
+            let mut conversations = self
+                .inner
+                .conversations
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             if let Some(waiting) = conversations.get_mut(&key) {
                 waiting.push_back(job);
                 return;
@@ -87,14 +96,18 @@ impl Delivery {
             conversations.insert(key.clone(), VecDeque::new());
         }
         let inner = self.inner.clone();
-        self.inner.tasks.spawn(async move { inner.run_conversation(key, job).await });
+        self.inner
+            .tasks
+            .spawn(async move { inner.run_conversation(key, job).await });
     }
 
     /// Waits until every admitted stanza is finished, or `limit` has passed; returns whether
     /// all finished.
     pub async fn drain(&self, limit: std::time::Duration) -> bool {
         self.inner.tasks.close();
-        tokio::time::timeout(limit, self.inner.tasks.wait()).await.is_ok()
+        tokio::time::timeout(limit, self.inner.tasks.wait())
+            .await
+            .is_ok()
     }
 }
 
@@ -117,11 +130,16 @@ impl Inner {
     async fn deliver(&self, job: Job) {
         let stanza = &job.stanza;
         let outcome = self.hook.post(HookRequest::of(stanza).to_json()).await;
-        let limits = ReadLimits { max_stanza_bytes: self.config.max_stanza_bytes, max_depth: self.config.max_depth };
+        let limits = ReadLimits {
+            max_stanza_bytes: self.config.max_stanza_bytes,
+            max_depth: self.config.max_depth,
+        };
         let verdict = reply::decide(stanza, &outcome, limits);
         if let Some(warning) = &verdict.warning {
             let status = match &outcome {
-                HookOutcome::Response { status, .. } | HookOutcome::ResponseTooLarge { status } => Some(*status),
+                HookOutcome::Response { status, .. } | HookOutcome::ResponseTooLarge { status } => {
+                    Some(*status)
+                }
                 _ => None,
             };
             warn!(url = %self.hook.url(), status, from = stanza.from(), to = stanza.to(), "hook: {warning}");

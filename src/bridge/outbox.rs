@@ -28,7 +28,9 @@ impl Outbox {
                 // The writer only goes away at shutdown, when there is nobody left to tell.
                 let _ = self.queue.send(out).await;
             }
-            Err(reason) => warn!("reply not sent, the server would close the stream over it: {reason}"),
+            Err(reason) => {
+                warn!("reply not sent, the server would close the stream over it: {reason}")
+            }
         }
     }
 

@@ -53,7 +53,11 @@ pub fn message_body(stanza: &Stanza) -> Option<String> {
         return None;
     }
     let mut first = None;
-    for body in stanza.element.children().filter(|c| c.is("body", NS_COMPONENT)) {
+    for body in stanza
+        .element
+        .children()
+        .filter(|c| c.is("body", NS_COMPONENT))
+    {
         if body.attr_ns(rxml::Namespace::xml(), "lang").is_none() {
             return Some(body.text());
         }
@@ -69,7 +73,11 @@ mod tests {
 
     fn stanza(xml: &str) -> Stanza {
         let read = parse_stanza(xml, ReadLimits::default()).unwrap();
-        Stanza { kind: Kind::of(&read.element).unwrap(), element: read.element, raw: read.raw }
+        Stanza {
+            kind: Kind::of(&read.element).unwrap(),
+            element: read.element,
+            raw: read.raw,
+        }
     }
 
     #[test]
@@ -78,7 +86,8 @@ mod tests {
             "<message to='echo@bot.localhost' from='u@localhost/r' type='chat' id='m1' xml:lang='en'>\
              <body xml:lang='de'>Hallo</body><body>Hello &lt;&amp;&gt; \u{1F600}</body></message>",
         );
-        let json: serde_json::Value = serde_json::from_slice(&HookRequest::of(&s).to_json()).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&HookRequest::of(&s).to_json()).unwrap();
         assert_eq!(
             json,
             serde_json::json!({
@@ -92,16 +101,25 @@ mod tests {
                 "lang": "en",
             })
         );
-        assert!(!json["stanza"].as_str().unwrap().contains("jabber:component:accept"));
+        assert!(
+            !json["stanza"]
+                .as_str()
+                .unwrap()
+                .contains("jabber:component:accept")
+        );
     }
 
     #[test]
     fn first_body_when_all_have_a_language_and_absent_keys_are_omitted() {
-        let s = stanza("<message to='a@bot' from='b@c'><body xml:lang='fr'>Salut</body><body xml:lang='en'>Hi</body></message>");
-        let json: serde_json::Value = serde_json::from_slice(&HookRequest::of(&s).to_json()).unwrap();
+        let s = stanza(
+            "<message to='a@bot' from='b@c'><body xml:lang='fr'>Salut</body><body xml:lang='en'>Hi</body></message>",
+        );
+        let json: serde_json::Value =
+            serde_json::from_slice(&HookRequest::of(&s).to_json()).unwrap();
         assert_eq!(json["body"], "Salut");
         let presence = stanza("<presence to='bot' from='b@c'/>");
-        let json: serde_json::Value = serde_json::from_slice(&HookRequest::of(&presence).to_json()).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&HookRequest::of(&presence).to_json()).unwrap();
         let keys: Vec<_> = json.as_object().unwrap().keys().cloned().collect();
         assert_eq!(keys, ["from", "kind", "stanza", "to"]);
     }

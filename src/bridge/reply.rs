@@ -15,9 +15,15 @@ use crate::xmpp::stanza::{ErrorType, Kind, Stanza, StanzaError, bare, ncname, xm
 /// What came back from one webhook call.
 #[derive(Debug, Clone)]
 pub enum HookOutcome {
-    Response { status: u16, content_type: Option<String>, body: Bytes },
+    Response {
+        status: u16,
+        content_type: Option<String>,
+        body: Bytes,
+    },
     /// The response body was larger than `max_response_bytes`.
-    ResponseTooLarge { status: u16 },
+    ResponseTooLarge {
+        status: u16,
+    },
     ConnectFailure(String),
     Timeout,
 }
@@ -44,10 +50,16 @@ pub struct Verdict {
 
 impl Verdict {
     fn ok(decision: Decision) -> Self {
-        Self { decision, warning: None }
+        Self {
+            decision,
+            warning: None,
+        }
     }
     fn warn(decision: Decision, warning: impl Into<String>) -> Self {
-        Self { decision, warning: Some(warning.into()) }
+        Self {
+            decision,
+            warning: Some(warning.into()),
+        }
     }
 }
 
@@ -83,13 +95,18 @@ pub fn decide(original: &Stanza, outcome: &HookOutcome, limits: ReadLimits) -> V
     let (status, content_type, body) = match outcome {
         HookOutcome::ConnectFailure(reason) => {
             return Verdict::warn(
-                Decision::Bounce(StanzaError::new(ErrorType::Cancel, "remote-server-timeout").with_text("Connection failure")),
+                Decision::Bounce(
+                    StanzaError::new(ErrorType::Cancel, "remote-server-timeout")
+                        .with_text("Connection failure"),
+                ),
                 format!("cannot reach the hook: {reason}"),
             );
         }
         HookOutcome::Timeout => {
             return Verdict::warn(
-                Decision::Bounce(StanzaError::new(ErrorType::Wait, "remote-server-timeout").with_text("Timeout")),
+                Decision::Bounce(
+                    StanzaError::new(ErrorType::Wait, "remote-server-timeout").with_text("Timeout"),
+                ),
                 "the hook did not answer in time",
             );
         }
@@ -97,7 +114,11 @@ pub fn decide(original: &Stanza, outcome: &HookOutcome, limits: ReadLimits) -> V
             return unusable(original, "the response body exceeds max_response_bytes");
         }
         HookOutcome::ResponseTooLarge { status } => return bounce_status(*status, None),
-        HookOutcome::Response { status, content_type, body } => (*status, content_type.as_deref(), body),
+        HookOutcome::Response {
+            status,
+            content_type,
+            body,
+        } => (*status, content_type.as_deref(), body),
     };
     let media = media_of(content_type);
     match status {
@@ -106,11 +127,16 @@ pub fn decide(original: &Stanza, outcome: &HookOutcome, limits: ReadLimits) -> V
         // Rule 3.
         200 | 201 if media == Media::Xmpp => match std::str::from_utf8(body) {
             Ok(xml) if !xml.trim().is_empty() => stanza_reply(original, xml, limits),
-            _ => unusable(original, "the application/xmpp+xml body is empty or not UTF-8"),
+            _ => unusable(
+                original,
+                "the application/xmpp+xml body is empty or not UTF-8",
+            ),
         },
         // Rule 4.
         202 if is_request_iq(original) => Verdict::ok(Decision::AnswerLater),
-        200..=299 if is_request_iq(original) => Verdict::ok(Decision::Send(iq_result(original, None))),
+        200..=299 if is_request_iq(original) => {
+            Verdict::ok(Decision::Send(iq_result(original, None)))
+        }
         200..=299 => Verdict::ok(Decision::Nothing),
         // Rule 5.
         _ => {
@@ -129,7 +155,10 @@ fn bounce_status(status: u16, text: Option<String>) -> Verdict {
     if text.is_some() {
         error.text = text;
     }
-    Verdict::warn(Decision::Bounce(error), format!("the hook answered HTTP {status}"))
+    Verdict::warn(
+        Decision::Bounce(error),
+        format!("the hook answered HTTP {status}"),
+    )
 }
 
 fn is_request_iq(stanza: &Stanza) -> bool {
@@ -172,7 +201,11 @@ fn json_reply(original: &Stanza, body: &[u8], limits: ReadLimits) -> Verdict {
         None => None,
         Some(name) => match Kind::parse(name) {
             Some(kind) => Some(kind),
-            None => return hook_error(format!("the reply's `kind` {name:?} is not message, presence or iq")),
+            None => {
+                return hook_error(format!(
+                    "the reply's `kind` {name:?} is not message, presence or iq"
+                ));
+            }
         },
     };
     match kind {
@@ -180,7 +213,10 @@ fn json_reply(original: &Stanza, body: &[u8], limits: ReadLimits) -> Verdict {
         Some(Kind::Presence) => Verdict::ok(Decision::Send(presence_reply(original, &object))),
         Some(Kind::Message) | None => {
             if text("body").is_none() && text("subject").is_none() {
-                return unusable(original, "the JSON response has no `body`, `subject`, `kind` or `stanza`");
+                return unusable(
+                    original,
+                    "the JSON response has no `body`, `subject`, `kind` or `stanza`",
+                );
             }
             Verdict::ok(Decision::Send(message_reply(original, &object)))
         }
@@ -189,13 +225,34 @@ fn json_reply(original: &Stanza, body: &[u8], limits: ReadLimits) -> Verdict {
 
 /// Starts a reply element with `to`, `from` and `id` taken from the object or defaulted from
 /// the original (addresses swapped, id copied).
-fn reply_base(name: &str, original: &Stanza, object: &Map<String, Value>, default_to: Option<String>) -> Element {
-    let text = |key: &str| object.get(key).and_then(Value::as_str).map(|v| xml_safe(v).into_owned());
+fn reply_base(
+    name: &str,
+    original: &Stanza,
+    object: &Map<String, Value>,
+    default_to: Option<String>,
+) -> Element {
+    let text = |key: &str| {
+        object
+            .get(key)
+            .and_then(Value::as_str)
+            .map(|v| xml_safe(v).into_owned())
+    };
     let mut element = Element::bare(name, NS_COMPONENT);
     let fields = [
-        ("to", text("to").or(default_to).or_else(|| original.from().map(str::to_owned))),
-        ("from", text("from").or_else(|| original.to().map(str::to_owned))),
-        ("id", text("id").or_else(|| original.id().map(str::to_owned))),
+        (
+            "to",
+            text("to")
+                .or(default_to)
+                .or_else(|| original.from().map(str::to_owned)),
+        ),
+        (
+            "from",
+            text("from").or_else(|| original.to().map(str::to_owned)),
+        ),
+        (
+            "id",
+            text("id").or_else(|| original.id().map(str::to_owned)),
+        ),
     ];
     for (name, value) in fields {
         if let Some(value) = value {
@@ -217,7 +274,11 @@ fn message_reply(original: &Stanza, object: &Map<String, Value>) -> Element {
     element.set_attr(rxml::Namespace::NONE, ncname("type"), type_);
     for key in ["subject", "body"] {
         if let Some(value) = object.get(key).and_then(Value::as_str) {
-            element.append_child(Element::builder(key, NS_COMPONENT).append(xml_safe(value).into_owned()).build());
+            element.append_child(
+                Element::builder(key, NS_COMPONENT)
+                    .append(xml_safe(value).into_owned())
+                    .build(),
+            );
         }
     }
     element
@@ -226,11 +287,19 @@ fn message_reply(original: &Stanza, object: &Map<String, Value>) -> Element {
 fn presence_reply(original: &Stanza, object: &Map<String, Value>) -> Element {
     let mut element = reply_base("presence", original, object, None);
     if let Some(type_) = object.get("type").and_then(Value::as_str) {
-        element.set_attr(rxml::Namespace::NONE, ncname("type"), xml_safe(type_).into_owned());
+        element.set_attr(
+            rxml::Namespace::NONE,
+            ncname("type"),
+            xml_safe(type_).into_owned(),
+        );
     }
     for (key, child) in [("show", "show"), ("body", "status"), ("status", "status")] {
         if let Some(value) = object.get(key).and_then(Value::as_str) {
-            element.append_child(Element::builder(child, NS_COMPONENT).append(xml_safe(value).into_owned()).build());
+            element.append_child(
+                Element::builder(child, NS_COMPONENT)
+                    .append(xml_safe(value).into_owned())
+                    .build(),
+            );
         }
     }
     element
@@ -240,7 +309,9 @@ fn presence_reply(original: &Stanza, object: &Map<String, Value>) -> Element {
 /// (XML of one child element) inside.
 fn iq_reply(original: &Stanza, object: &Map<String, Value>, limits: ReadLimits) -> Verdict {
     if !is_request_iq(original) {
-        return hook_error("the reply's kind is \"iq\" but the original stanza is not an iq get or set".into());
+        return hook_error(
+            "the reply's kind is \"iq\" but the original stanza is not an iq get or set".into(),
+        );
     }
     let payload = match object.get("payload") {
         None => None,
@@ -256,7 +327,11 @@ fn iq_reply(original: &Stanza, object: &Map<String, Value>, limits: ReadLimits) 
 /// An iq `result` to `original`, optionally carrying `payload`.
 pub fn iq_result(original: &Stanza, payload: Option<Element>) -> Element {
     let mut result = Element::builder("iq", NS_COMPONENT).attr(ncname("type"), "result");
-    for (name, value) in [("to", original.from()), ("from", original.to()), ("id", original.id())] {
+    for (name, value) in [
+        ("to", original.from()),
+        ("from", original.to()),
+        ("id", original.id()),
+    ] {
         if let Some(value) = value {
             result = result.attr(ncname(name), value);
         }
@@ -305,11 +380,19 @@ pub fn error_for_status(status: u16) -> StanzaError {
         500 => (Cancel, "internal-server-error", None),
         501 => (Cancel, "feature-not-implemented", None),
         502 => (Cancel, "remote-server-timeout", Some("Bad gateway")),
-        503 => (Wait, "remote-server-timeout", Some("Service temporarily unavailable")),
+        503 => (
+            Wait,
+            "remote-server-timeout",
+            Some("Service temporarily unavailable"),
+        ),
         504 => (Wait, "remote-server-timeout", Some("Gateway timeout")),
         _ => (Cancel, "service-unavailable", None),
     };
-    StanzaError { type_, condition, text: text.map(str::to_owned) }
+    StanzaError {
+        type_,
+        condition,
+        text: text.map(str::to_owned),
+    }
 }
 
 #[cfg(test)]
@@ -320,15 +403,23 @@ mod tests {
 
     fn stanza(xml: &str) -> Stanza {
         let read = parse_stanza(xml, ReadLimits::default()).unwrap();
-        Stanza { kind: Kind::of(&read.element).unwrap(), element: read.element, raw: read.raw }
+        Stanza {
+            kind: Kind::of(&read.element).unwrap(),
+            element: read.element,
+            raw: read.raw,
+        }
     }
 
     fn chat() -> Stanza {
-        stanza("<message to='echo@bot.localhost' from='u@localhost/r' type='chat' id='m1'><body>hi</body></message>")
+        stanza(
+            "<message to='echo@bot.localhost' from='u@localhost/r' type='chat' id='m1'><body>hi</body></message>",
+        )
     }
 
     fn iq_get() -> Stanza {
-        stanza("<iq to='echo@bot.localhost' from='u@localhost/r' type='get' id='q1'><query xmlns='urn:x'/></iq>")
+        stanza(
+            "<iq to='echo@bot.localhost' from='u@localhost/r' type='get' id='q1'><query xmlns='urn:x'/></iq>",
+        )
     }
 
     fn response(status: u16, content_type: &str, body: &str) -> HookOutcome {
@@ -347,12 +438,19 @@ mod tests {
     }
 
     fn body_of(element: &Element) -> String {
-        element.get_child("body", NS_COMPONENT).map(|b| b.text()).unwrap_or_default()
+        element
+            .get_child("body", NS_COMPONENT)
+            .map(|b| b.text())
+            .unwrap_or_default()
     }
 
     #[test]
     fn echo_bot_reply_gets_the_defaults() {
-        let reply = sent(decide(&chat(), &response(200, "application/json", r#"{"body":"Did you say hi?"}"#), ReadLimits::default()));
+        let reply = sent(decide(
+            &chat(),
+            &response(200, "application/json", r#"{"body":"Did you say hi?"}"#),
+            ReadLimits::default(),
+        ));
         assert_eq!(reply.name(), "message");
         assert_eq!(reply.attr("to"), Some("u@localhost/r"));
         assert_eq!(reply.attr("from"), Some("echo@bot.localhost"));
@@ -363,11 +461,23 @@ mod tests {
 
     #[test]
     fn json_media_types_with_parameters_and_suffixes() {
-        for ct in ["application/json; charset=utf-8", "Application/JSON;charset=UTF-8", "application/vnd.bot+json"] {
-            let reply = sent(decide(&chat(), &response(201, ct, r#"{"body":"x"}"#), ReadLimits::default()));
+        for ct in [
+            "application/json; charset=utf-8",
+            "Application/JSON;charset=UTF-8",
+            "application/vnd.bot+json",
+        ] {
+            let reply = sent(decide(
+                &chat(),
+                &response(201, ct, r#"{"body":"x"}"#),
+                ReadLimits::default(),
+            ));
             assert_eq!(body_of(&reply), "x", "{ct}");
         }
-        let verdict = decide(&chat(), &response(200, "text/html", r#"{"body":"x"}"#), ReadLimits::default());
+        let verdict = decide(
+            &chat(),
+            &response(200, "text/html", r#"{"body":"x"}"#),
+            ReadLimits::default(),
+        );
         assert_eq!(verdict.decision, Decision::Nothing);
     }
 
@@ -375,20 +485,33 @@ mod tests {
     fn explicit_fields_override_defaults() {
         let reply = sent(decide(
             &chat(),
-            &response(200, "application/json", r#"{"body":"b","to":"x@localhost","from":"other@bot.localhost","type":"normal","id":"r1","subject":"s"}"#),
+            &response(
+                200,
+                "application/json",
+                r#"{"body":"b","to":"x@localhost","from":"other@bot.localhost","type":"normal","id":"r1","subject":"s"}"#,
+            ),
             ReadLimits::default(),
         ));
         assert_eq!(reply.attr("to"), Some("x@localhost"));
         assert_eq!(reply.attr("from"), Some("other@bot.localhost"));
         assert_eq!(reply.attr("type"), Some("normal"));
         assert_eq!(reply.attr("id"), Some("r1"));
-        assert_eq!(reply.get_child("subject", NS_COMPONENT).unwrap().text(), "s");
+        assert_eq!(
+            reply.get_child("subject", NS_COMPONENT).unwrap().text(),
+            "s"
+        );
     }
 
     #[test]
     fn groupchat_reply_goes_to_the_room() {
-        let original = stanza("<message to='bot.localhost' from='room@muc.localhost/nick' type='groupchat'><body>hi</body></message>");
-        let reply = sent(decide(&original, &response(200, "application/json", r#"{"body":"yo"}"#), ReadLimits::default()));
+        let original = stanza(
+            "<message to='bot.localhost' from='room@muc.localhost/nick' type='groupchat'><body>hi</body></message>",
+        );
+        let reply = sent(decide(
+            &original,
+            &response(200, "application/json", r#"{"body":"yo"}"#),
+            ReadLimits::default(),
+        ));
         assert_eq!(reply.attr("to"), Some("room@muc.localhost"));
         assert_eq!(reply.attr("type"), Some("groupchat"));
     }
@@ -396,96 +519,190 @@ mod tests {
     #[test]
     fn stanza_field_and_xmpp_xml_fill_missing_addresses() {
         let json = r#"{"stanza":"<message type='headline'><body>raw</body></message>"}"#;
-        let reply = sent(decide(&chat(), &response(200, "application/json", json), ReadLimits::default()));
+        let reply = sent(decide(
+            &chat(),
+            &response(200, "application/json", json),
+            ReadLimits::default(),
+        ));
         assert_eq!(reply.attr("to"), Some("u@localhost/r"));
         assert_eq!(reply.attr("from"), Some("echo@bot.localhost"));
         assert_eq!(reply.attr("type"), Some("headline"));
         let xml = "<message to='z@localhost' from='echo@bot.localhost'><body>x</body></message>";
-        let reply = sent(decide(&chat(), &response(200, "application/xmpp+xml", xml), ReadLimits::default()));
+        let reply = sent(decide(
+            &chat(),
+            &response(200, "application/xmpp+xml", xml),
+            ReadLimits::default(),
+        ));
         assert_eq!(reply.attr("to"), Some("z@localhost"));
-        let bad = decide(&chat(), &response(200, "application/xmpp+xml", "<message>"), ReadLimits::default());
-        assert!(matches!(bad.decision, Decision::Bounce(ref e) if e.condition == "internal-server-error"));
+        let bad = decide(
+            &chat(),
+            &response(200, "application/xmpp+xml", "<message>"),
+            ReadLimits::default(),
+        );
+        assert!(
+            matches!(bad.decision, Decision::Bounce(ref e) if e.condition == "internal-server-error")
+        );
     }
 
     #[test]
     fn iq_kind_builds_a_result() {
         let json = r#"{"kind":"iq","payload":"<query xmlns='urn:x'><item/></query>"}"#;
-        let reply = sent(decide(&iq_get(), &response(200, "application/json", json), ReadLimits::default()));
+        let reply = sent(decide(
+            &iq_get(),
+            &response(200, "application/json", json),
+            ReadLimits::default(),
+        ));
         assert_eq!(reply.attr("type"), Some("result"));
         assert_eq!(reply.attr("id"), Some("q1"));
         assert_eq!(reply.attr("to"), Some("u@localhost/r"));
-        assert!(reply.get_child("query", "urn:x").unwrap().has_child("item", "urn:x"));
-        let verdict = decide(&chat(), &response(200, "application/json", r#"{"kind":"iq"}"#), ReadLimits::default());
+        assert!(
+            reply
+                .get_child("query", "urn:x")
+                .unwrap()
+                .has_child("item", "urn:x")
+        );
+        let verdict = decide(
+            &chat(),
+            &response(200, "application/json", r#"{"kind":"iq"}"#),
+            ReadLimits::default(),
+        );
         assert!(matches!(verdict.decision, Decision::Bounce(_)));
     }
 
     #[test]
     fn unknown_kind_is_a_hook_error() {
-        let verdict = decide(&chat(), &response(200, "application/json", r#"{"kind":"fax","body":"x"}"#), ReadLimits::default());
-        assert!(matches!(verdict.decision, Decision::Bounce(ref e) if e.condition == "internal-server-error"));
+        let verdict = decide(
+            &chat(),
+            &response(200, "application/json", r#"{"kind":"fax","body":"x"}"#),
+            ReadLimits::default(),
+        );
+        assert!(
+            matches!(verdict.decision, Decision::Bounce(ref e) if e.condition == "internal-server-error")
+        );
         assert!(verdict.warning.unwrap().contains("fax"));
     }
 
     #[test]
     fn unusable_bodies_reply_nothing_to_messages_and_an_error_to_iqs() {
         for body in ["", "{}", "not json", "[1]", r#"{"to":"x@y"}"#] {
-            let verdict = decide(&chat(), &response(200, "application/json", body), ReadLimits::default());
+            let verdict = decide(
+                &chat(),
+                &response(200, "application/json", body),
+                ReadLimits::default(),
+            );
             assert_eq!(verdict.decision, Decision::Nothing, "{body:?}");
             assert!(verdict.warning.is_some(), "{body:?}");
-            let verdict = decide(&iq_get(), &response(200, "application/json", body), ReadLimits::default());
-            assert!(matches!(verdict.decision, Decision::Bounce(ref e) if e.condition == "internal-server-error"), "{body:?}");
+            let verdict = decide(
+                &iq_get(),
+                &response(200, "application/json", body),
+                ReadLimits::default(),
+            );
+            assert!(
+                matches!(verdict.decision, Decision::Bounce(ref e) if e.condition == "internal-server-error"),
+                "{body:?}"
+            );
         }
     }
 
     #[test]
     fn other_2xx_accept_without_reply_and_iq_204_202() {
         for status in [202, 204, 200] {
-            assert_eq!(decide(&chat(), &response(status, "", ""), ReadLimits::default()).decision, Decision::Nothing);
+            assert_eq!(
+                decide(&chat(), &response(status, "", ""), ReadLimits::default()).decision,
+                Decision::Nothing
+            );
         }
-        let reply = sent(decide(&iq_get(), &response(204, "", ""), ReadLimits::default()));
+        let reply = sent(decide(
+            &iq_get(),
+            &response(204, "", ""),
+            ReadLimits::default(),
+        ));
         assert_eq!(reply.attr("type"), Some("result"));
         assert_eq!(reply.children().count(), 0);
-        assert_eq!(decide(&iq_get(), &response(202, "", ""), ReadLimits::default()).decision, Decision::AnswerLater);
+        assert_eq!(
+            decide(&iq_get(), &response(202, "", ""), ReadLimits::default()).decision,
+            Decision::AnswerLater
+        );
     }
 
     #[test]
     fn errors_and_results_are_never_answered_whatever_the_hook_says() {
         let error = stanza("<message to='echo@bot.localhost' from='u@localhost' type='error'/>");
-        let result = stanza("<iq to='echo@bot.localhost' from='u@localhost' type='result' id='1'/>");
+        let result =
+            stanza("<iq to='echo@bot.localhost' from='u@localhost' type='result' id='1'/>");
         for original in [error, result] {
-            for outcome in [response(200, "application/json", r#"{"body":"x"}"#), response(500, "", ""), HookOutcome::Timeout] {
-                assert_eq!(decide(&original, &outcome, ReadLimits::default()).decision, Decision::Nothing);
+            for outcome in [
+                response(200, "application/json", r#"{"body":"x"}"#),
+                response(500, "", ""),
+                HookOutcome::Timeout,
+            ] {
+                assert_eq!(
+                    decide(&original, &outcome, ReadLimits::default()).decision,
+                    Decision::Nothing
+                );
             }
         }
     }
 
     #[test]
     fn short_plain_text_becomes_the_error_text() {
-        let verdict = decide(&chat(), &response(404, "text/plain; charset=utf-8", "No such bot\n"), ReadLimits::default());
-        assert_eq!(verdict.decision, Decision::Bounce(error_for_status(404).with_text("No such bot")));
+        let verdict = decide(
+            &chat(),
+            &response(404, "text/plain; charset=utf-8", "No such bot\n"),
+            ReadLimits::default(),
+        );
+        assert_eq!(
+            verdict.decision,
+            Decision::Bounce(error_for_status(404).with_text("No such bot"))
+        );
         let long = "x".repeat(300);
-        let verdict = decide(&chat(), &response(503, "text/plain", &long), ReadLimits::default());
+        let verdict = decide(
+            &chat(),
+            &response(503, "text/plain", &long),
+            ReadLimits::default(),
+        );
         assert_eq!(verdict.decision, Decision::Bounce(error_for_status(503)));
-        let verdict = decide(&chat(), &response(500, "text/html", "<h1>oops</h1>"), ReadLimits::default());
+        let verdict = decide(
+            &chat(),
+            &response(500, "text/html", "<h1>oops</h1>"),
+            ReadLimits::default(),
+        );
         assert_eq!(verdict.decision, Decision::Bounce(error_for_status(500)));
     }
 
     #[test]
     fn transport_failures() {
-        let verdict = decide(&chat(), &HookOutcome::ConnectFailure("refused".into()), ReadLimits::default());
+        let verdict = decide(
+            &chat(),
+            &HookOutcome::ConnectFailure("refused".into()),
+            ReadLimits::default(),
+        );
         assert_eq!(
             verdict.decision,
-            Decision::Bounce(StanzaError::new(ErrorType::Cancel, "remote-server-timeout").with_text("Connection failure"))
+            Decision::Bounce(
+                StanzaError::new(ErrorType::Cancel, "remote-server-timeout")
+                    .with_text("Connection failure")
+            )
         );
         let verdict = decide(&chat(), &HookOutcome::Timeout, ReadLimits::default());
-        assert_eq!(verdict.decision, Decision::Bounce(StanzaError::new(ErrorType::Wait, "remote-server-timeout").with_text("Timeout")));
+        assert_eq!(
+            verdict.decision,
+            Decision::Bounce(
+                StanzaError::new(ErrorType::Wait, "remote-server-timeout").with_text("Timeout")
+            )
+        );
     }
 
     #[test]
     fn the_whole_error_table() {
         use ErrorType::*;
         let table: &[(&[u16], ErrorType, &str, Option<&str>)] = &[
-            (&[300, 301, 302, 307, 308], Cancel, "service-unavailable", None),
+            (
+                &[300, 301, 302, 307, 308],
+                Cancel,
+                "service-unavailable",
+                None,
+            ),
             (&[400, 411, 416, 422], Modify, "bad-request", None),
             (&[401], Auth, "not-authorized", None),
             (&[402], Auth, "forbidden", Some("Payment required")),
@@ -498,23 +715,58 @@ mod tests {
             (&[410], Cancel, "gone", None),
             (&[413, 414, 431], Modify, "resource-constraint", None),
             (&[415], Cancel, "feature-not-implemented", None),
-            (&[423, 429], Wait, "resource-constraint", Some("Too many requests")),
+            (
+                &[423, 429],
+                Wait,
+                "resource-constraint",
+                Some("Too many requests"),
+            ),
             (&[500], Cancel, "internal-server-error", None),
             (&[501], Cancel, "feature-not-implemented", None),
             (&[502], Cancel, "remote-server-timeout", Some("Bad gateway")),
-            (&[503], Wait, "remote-server-timeout", Some("Service temporarily unavailable")),
-            (&[504], Wait, "remote-server-timeout", Some("Gateway timeout")),
-            (&[100, 418, 420, 505, 599], Cancel, "service-unavailable", None),
+            (
+                &[503],
+                Wait,
+                "remote-server-timeout",
+                Some("Service temporarily unavailable"),
+            ),
+            (
+                &[504],
+                Wait,
+                "remote-server-timeout",
+                Some("Gateway timeout"),
+            ),
+            (
+                &[100, 418, 420, 505, 599],
+                Cancel,
+                "service-unavailable",
+                None,
+            ),
         ];
         for (statuses, type_, condition, text) in table {
             for &status in *statuses {
                 let verdict = decide(&chat(), &response(status, "", ""), ReadLimits::default());
-                let expected = StanzaError { type_: *type_, condition, text: text.map(str::to_owned) };
-                assert_eq!(verdict.decision, Decision::Bounce(expected), "HTTP {status}");
+                let expected = StanzaError {
+                    type_: *type_,
+                    condition,
+                    text: text.map(str::to_owned),
+                };
+                assert_eq!(
+                    verdict.decision,
+                    Decision::Bounce(expected),
+                    "HTTP {status}"
+                );
             }
         }
         // The error element itself carries the condition in the stanzas namespace.
-        let reply = crate::xmpp::stanza::error_reply(&chat(), &error_for_status(404), "bot.localhost").unwrap();
-        assert!(reply.get_child("error", NS_COMPONENT).unwrap().has_child("item-not-found", NS_STANZAS));
+        let reply =
+            crate::xmpp::stanza::error_reply(&chat(), &error_for_status(404), "bot.localhost")
+                .unwrap();
+        assert!(
+            reply
+                .get_child("error", NS_COMPONENT)
+                .unwrap()
+                .has_child("item-not-found", NS_STANZAS)
+        );
     }
 }

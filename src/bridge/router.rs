@@ -42,7 +42,11 @@ pub fn route(stanza: &Stanza, config: &Config) -> Route {
         Kind::Presence => config.forwarded.presence,
         Kind::Iq => config.forwarded.iq,
     };
-    if forwarded { Route::Forward } else { Route::AnswerLocally }
+    if forwarded {
+        Route::Forward
+    } else {
+        Route::AnswerLocally
+    }
 }
 
 impl Router {
@@ -62,9 +66,15 @@ impl Router {
                     for reply in builtin::answer(&stanza, &self.config) {
                         self.outbox.send(reply).await;
                     }
-                    debug!(kind = stanza.kind.as_str(), from = stanza.from(), "answered locally");
+                    debug!(
+                        kind = stanza.kind.as_str(),
+                        from = stanza.from(),
+                        "answered locally"
+                    );
                 }
-                Route::Drop(why) => warn!(kind = stanza.kind.as_str(), stanza = %stanza.raw, "stanza dropped: {why}"),
+                Route::Drop(why) => {
+                    warn!(kind = stanza.kind.as_str(), stanza = %stanza.raw, "stanza dropped: {why}")
+                }
             }
         }
     }

@@ -30,13 +30,15 @@ impl HookClient {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         for (name, value) in &config.headers {
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| ClientError(e.to_string()))?;
+            let name =
+                HeaderName::from_bytes(name.as_bytes()).map_err(|e| ClientError(e.to_string()))?;
             let value = HeaderValue::from_str(value).map_err(|e| ClientError(e.to_string()))?;
             headers.insert(name, value);
         }
         if let Some(authorization) = &config.authorization {
-            let mut value = HeaderValue::from_str(authorization.expose())
-                .map_err(|_| ClientError("webhook.authorization is not a valid header value".into()))?;
+            let mut value = HeaderValue::from_str(authorization.expose()).map_err(|_| {
+                ClientError("webhook.authorization is not a valid header value".into())
+            })?;
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
         }
@@ -51,7 +53,11 @@ impl HookClient {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| ClientError(e.to_string()))?;
-        Ok(Self { http, url: config.url.clone(), max_response_bytes: config.max_response_bytes })
+        Ok(Self {
+            http,
+            url: config.url.clone(),
+            max_response_bytes: config.max_response_bytes,
+        })
     }
 
     pub fn url(&self) -> &reqwest::Url {
@@ -71,7 +77,11 @@ impl HookClient {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         match self.read_capped(response).await {
-            Ok(Some(body)) => HookOutcome::Response { status, content_type, body },
+            Ok(Some(body)) => HookOutcome::Response {
+                status,
+                content_type,
+                body,
+            },
             Ok(None) => HookOutcome::ResponseTooLarge { status },
             Err(error) => failure(&error),
         }
@@ -86,8 +96,14 @@ impl HookClient {
     }
 
     /// The body, or `None` once it grows past the cap (the rest is not read).
-    async fn read_capped(&self, mut response: reqwest::Response) -> Result<Option<Bytes>, reqwest::Error> {
-        if response.content_length().is_some_and(|len| len > self.max_response_bytes as u64) {
+    async fn read_capped(
+        &self,
+        mut response: reqwest::Response,
+    ) -> Result<Option<Bytes>, reqwest::Error> {
+        if response
+            .content_length()
+            .is_some_and(|len| len > self.max_response_bytes as u64)
+        {
             return Ok(None);
         }
         let mut body = BytesMut::new();

@@ -174,7 +174,8 @@ impl StreamReader {
     }
 
     fn check_stanza_size(&self) -> Result<(), CodecError> {
-        if self.depth >= 1 && self.current.len() + self.unaccounted.len() > self.limits.max_stanza_bytes
+        if self.depth >= 1
+            && self.current.len() + self.unaccounted.len() > self.limits.max_stanza_bytes
         {
             return Err(CodecError::StanzaTooLarge {
                 limit: self.limits.max_stanza_bytes,
@@ -261,7 +262,11 @@ impl StreamReader {
             return Err(CodecError::NotWellFormed("no stream root".into()));
         };
         if !root.is("stream", NS_STREAMS) {
-            return Err(CodecError::BadRoot(format!("{} xmlns='{}'", root.name(), root.ns())));
+            return Err(CodecError::BadRoot(format!(
+                "{} xmlns='{}'",
+                root.name(),
+                root.ns()
+            )));
         }
         let attr = |name: &str| root.attr(name).map(str::to_owned);
         Ok(Frame::Open(StreamHeader {
@@ -275,7 +280,8 @@ impl StreamReader {
         let raw = std::mem::take(&mut self.current);
         let element = self.tree.unshift_child()?;
         // rxml only emits events for valid UTF-8, so the raw bytes are UTF-8 too.
-        let raw = String::from_utf8(raw).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        let raw = String::from_utf8(raw)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         Some(Frame::Element(Box::new(ReadElement { element, raw })))
     }
 }
@@ -376,14 +382,23 @@ mod tests {
         assert_eq!(read.len(), 1);
         assert_eq!(read[0].raw, stanza);
         assert_eq!(read[0].element.ns(), NS_COMPONENT);
-        assert_eq!(read[0].element.get_child("body", NS_COMPONENT).unwrap().text(), "hi & <bye> \u{1F600}");
+        assert_eq!(
+            read[0]
+                .element
+                .get_child("body", NS_COMPONENT)
+                .unwrap()
+                .text(),
+            "hi & <bye> \u{1F600}"
+        );
     }
 
     #[test]
     fn byte_at_a_time_gives_the_same_result() {
         let stanza = "<iq type='get' id='x' to='bot.localhost' from='u@localhost/r'>\
             <query xmlns='http://jabber.org/protocol/disco#info'/></iq>";
-        let input = format!("{HEADER}{stanza} <presence to='bot.localhost' from='u@localhost'/></stream:stream>");
+        let input = format!(
+            "{HEADER}{stanza} <presence to='bot.localhost' from='u@localhost'/></stream:stream>"
+        );
         let mut reader = StreamReader::new(ReadLimits::default());
         let mut frames = Vec::new();
         for byte in input.as_bytes() {
@@ -393,7 +408,10 @@ mod tests {
         let read = elements(&frames);
         assert_eq!(read.len(), 2);
         assert_eq!(read[0].raw, stanza);
-        assert_eq!(read[1].raw, "<presence to='bot.localhost' from='u@localhost'/>");
+        assert_eq!(
+            read[1].raw,
+            "<presence to='bot.localhost' from='u@localhost'/>"
+        );
         assert!(matches!(frames.last(), Some(Frame::Close)));
     }
 
@@ -409,12 +427,18 @@ mod tests {
         }
         reader.feed(b"<message to='bot.localhost' from='a@b'/>");
         let frames = read_all(&mut reader).unwrap();
-        assert_eq!(elements(&frames)[0].raw, "<message to='bot.localhost' from='a@b'/>");
+        assert_eq!(
+            elements(&frames)[0].raw,
+            "<message to='bot.localhost' from='a@b'/>"
+        );
     }
 
     #[test]
     fn oversize_stanza_is_refused_while_reading() {
-        let limits = ReadLimits { max_stanza_bytes: 1024, max_depth: 64 };
+        let limits = ReadLimits {
+            max_stanza_bytes: 1024,
+            max_depth: 64,
+        };
         let mut reader = StreamReader::new(limits);
         reader.feed(HEADER.as_bytes());
         read_all(&mut reader).unwrap();
@@ -427,21 +451,40 @@ mod tests {
                 break;
             }
         }
-        assert_eq!(result.unwrap_err(), CodecError::StanzaTooLarge { limit: 1024 });
-        assert!(reader.input.is_empty(), "nothing is retained after the error");
+        assert_eq!(
+            result.unwrap_err(),
+            CodecError::StanzaTooLarge { limit: 1024 }
+        );
+        assert!(
+            reader.input.is_empty(),
+            "nothing is retained after the error"
+        );
     }
 
     #[test]
     fn deep_nesting_is_refused() {
-        let limits = ReadLimits { max_stanza_bytes: 1 << 20, max_depth: 8 };
+        let limits = ReadLimits {
+            max_stanza_bytes: 1 << 20,
+            max_depth: 8,
+        };
         let mut reader = StreamReader::new(limits);
         reader.feed(HEADER.as_bytes());
         reader.feed(b"<message to='bot.localhost' from='a@b'>");
         reader.feed("<x>".repeat(8).as_bytes());
-        assert_eq!(read_all(&mut reader).unwrap_err(), CodecError::TooDeep { limit: 8 });
+        assert_eq!(
+            read_all(&mut reader).unwrap_err(),
+            CodecError::TooDeep { limit: 8 }
+        );
         let mut ok = StreamReader::new(limits);
         ok.feed(HEADER.as_bytes());
-        ok.feed(format!("<message to='bot.localhost' from='a@b'>{}{}</message>", "<x>".repeat(7), "</x>".repeat(7)).as_bytes());
+        ok.feed(
+            format!(
+                "<message to='bot.localhost' from='a@b'>{}{}</message>",
+                "<x>".repeat(7),
+                "</x>".repeat(7)
+            )
+            .as_bytes(),
+        );
         assert_eq!(elements(&read_all(&mut ok).unwrap()).len(), 1);
     }
 
@@ -460,7 +503,10 @@ mod tests {
             reader.feed(HEADER.as_bytes());
             reader.feed(bad.as_bytes());
             let result = read_all(&mut reader);
-            assert!(matches!(result, Err(CodecError::NotWellFormed(_))), "{bad:?} gave {result:?}");
+            assert!(
+                matches!(result, Err(CodecError::NotWellFormed(_))),
+                "{bad:?} gave {result:?}"
+            );
             assert_eq!(result.unwrap_err().stream_condition(), "not-well-formed");
         }
     }
@@ -469,7 +515,10 @@ mod tests {
     fn a_doctype_before_the_stream_is_refused() {
         let mut reader = StreamReader::new(ReadLimits::default());
         reader.feed(b"<?xml version='1.0'?><!DOCTYPE stream:stream><stream:stream>");
-        assert!(matches!(read_all(&mut reader), Err(CodecError::NotWellFormed(_))));
+        assert!(matches!(
+            read_all(&mut reader),
+            Err(CodecError::NotWellFormed(_))
+        ));
     }
 
     #[test]
@@ -481,9 +530,16 @@ mod tests {
 
     #[test]
     fn parse_stanza_accepts_namespace_less_hook_xml() {
-        let read = parse_stanza("<message to='a@b'><body>x</body></message>", ReadLimits::default()).unwrap();
+        let read = parse_stanza(
+            "<message to='a@b'><body>x</body></message>",
+            ReadLimits::default(),
+        )
+        .unwrap();
         assert_eq!(read.element.ns(), NS_COMPONENT);
-        assert_eq!(read.element.get_child("body", NS_COMPONENT).unwrap().text(), "x");
+        assert_eq!(
+            read.element.get_child("body", NS_COMPONENT).unwrap().text(),
+            "x"
+        );
         assert!(parse_stanza("<a/><b/>", ReadLimits::default()).is_err());
         assert!(parse_stanza("<a>", ReadLimits::default()).is_err());
         assert!(parse_stanza("", ReadLimits::default()).is_err());

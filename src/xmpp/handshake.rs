@@ -43,7 +43,10 @@ mod tests {
     #[test]
     fn digest_is_lowercase_hex_sha1_of_id_then_secret() {
         // Independently computed: sha1(b"3BF96D32sesame").hexdigest()
-        assert_eq!(digest("3BF96D32", "sesame"), "7a98dc4c9e92493d7fd66a25364c862637789c45");
+        assert_eq!(
+            digest("3BF96D32", "sesame"),
+            "7a98dc4c9e92493d7fd66a25364c862637789c45"
+        );
         assert_eq!(
             handshake_element("abc123", "throwaway"),
             "<handshake>16b1388b2c0edb8d8f5487036ae694d1f56bbba9</handshake>"

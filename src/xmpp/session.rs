@@ -23,7 +23,9 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::limits;
-use crate::xmpp::codec::{self, CodecError, Frame, NS_STREAMS, ReadLimits, StreamHeader, StreamReader};
+use crate::xmpp::codec::{
+    self, CodecError, Frame, NS_STREAMS, ReadLimits, StreamHeader, StreamReader,
+};
 use crate::xmpp::handshake;
 use crate::xmpp::stanza::{Kind, Outbound, Stanza};
 
@@ -43,7 +45,10 @@ pub enum LinkState {
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
     #[error("cannot connect to {server}: {source}")]
-    Connect { server: String, source: std::io::Error },
+    Connect {
+        server: String,
+        source: std::io::Error,
+    },
     #[error("TLS with {server} failed: {message}")]
     Tls { server: String, message: String },
     #[error("timed out while {0}")]
@@ -55,7 +60,10 @@ pub enum LinkError {
     #[error("the server's stream header has no id; the handshake needs one")]
     NoStreamId,
     #[error("the server sent stream error <{condition}/>{}", text.as_deref().map(|t| format!(" ({t})")).unwrap_or_default())]
-    StreamError { condition: String, text: Option<String> },
+    StreamError {
+        condition: String,
+        text: Option<String>,
+    },
     #[error("the server's stream cannot be read: {0}")]
     Unreadable(#[from] CodecError),
     #[error("no answer to a keepalive ping for two intervals: the link is dead")]
@@ -90,7 +98,11 @@ impl Default for Backoff {
 
 impl Backoff {
     pub fn new(initial: Duration, cap: Duration) -> Self {
-        Self { initial, cap, attempt: 0 }
+        Self {
+            initial,
+            cap,
+            attempt: 0,
+        }
     }
 
     /// The ceiling of the next delay, before jitter.
@@ -145,22 +157,37 @@ pub struct Link {
 
 /// Connects to the server, opens the stream and completes the handshake.
 pub async fn connect(config: &Config) -> Result<Link, LinkError> {
-    let tcp = timeout(limits::XMPP_CONNECT_TIMEOUT, TcpStream::connect(&config.server))
-        .await
-        .map_err(|_| LinkError::Timeout("connecting to the server"))?
-        .map_err(|source| LinkError::Connect { server: config.server.clone(), source })?;
+    let tcp = timeout(
+        limits::XMPP_CONNECT_TIMEOUT,
+        TcpStream::connect(&config.server),
+    )
+    .await
+    .map_err(|_| LinkError::Timeout("connecting to the server"))?
+    .map_err(|source| LinkError::Connect {
+        server: config.server.clone(),
+        source,
+    })?;
     // Stanzas are small and latency matters more than packet count.
     let _ = tcp.set_nodelay(true);
-    let io: BoxedIo = if config.tls { Box::new(tls_wrap(config, tcp).await?) } else { Box::new(tcp) };
+    let io: BoxedIo = if config.tls {
+        Box::new(tls_wrap(config, tcp).await?)
+    } else {
+        Box::new(tcp)
+    };
     let (read, mut writer) = tokio::io::split(io);
     let mut reader = FrameReader {
         io: read,
-        codec: StreamReader::new(ReadLimits { max_stanza_bytes: config.max_stanza_bytes, max_depth: config.max_depth }),
+        codec: StreamReader::new(ReadLimits {
+            max_stanza_bytes: config.max_stanza_bytes,
+            max_depth: config.max_depth,
+        }),
         buf: vec![0; limits::READ_CHUNK_BYTES].into_boxed_slice(),
     };
     let header = timeout(limits::HANDSHAKE_TIMEOUT, async {
         // One write for the whole header: some servers misread a header split across packets.
-        writer.write_all(codec::stream_header(&config.domain).as_bytes()).await?;
+        writer
+            .write_all(codec::stream_header(&config.domain).as_bytes())
+            .await?;
         writer.flush().await?;
         let header = match reader.next().await? {
             Frame::Open(header) => header,
@@ -174,7 +201,9 @@ pub async fn connect(config: &Config) -> Result<Link, LinkError> {
         writer.flush().await?;
         loop {
             match reader.next().await? {
-                Frame::Element(e) if e.element.is("handshake", codec::NS_COMPONENT) => return Ok(header),
+                Frame::Element(e) if e.element.is("handshake", codec::NS_COMPONENT) => {
+                    return Ok(header);
+                }
                 Frame::Element(e) => return Err(stream_error_or_unexpected(&e.element)),
                 Frame::Close => return Err(LinkError::Closed),
                 Frame::Open(_) => {}
@@ -183,13 +212,24 @@ pub async fn connect(config: &Config) -> Result<Link, LinkError> {
     })
     .await
     .map_err(|_| LinkError::Timeout("waiting for the stream header and handshake"))??;
-    Ok(Link { reader, writer, header })
+    Ok(Link {
+        reader,
+        writer,
+        header,
+    })
 }
 
-async fn tls_wrap(config: &Config, tcp: TcpStream) -> Result<tokio_rustls::client::TlsStream<TcpStream>, LinkError> {
+async fn tls_wrap(
+    config: &Config,
+    tcp: TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, LinkError> {
     use rustls_platform_verifier::ConfigVerifierExt;
-    let tls_error = |message: String| LinkError::Tls { server: config.server.clone(), message };
-    let client_config = rustls::ClientConfig::with_platform_verifier().map_err(|e| tls_error(e.to_string()))?;
+    let tls_error = |message: String| LinkError::Tls {
+        server: config.server.clone(),
+        message,
+    };
+    let client_config =
+        rustls::ClientConfig::with_platform_verifier().map_err(|e| tls_error(e.to_string()))?;
     let name = rustls::pki_types::ServerName::try_from(config.tls_server_name.clone())
         .map_err(|e| tls_error(format!("invalid tls_server_name: {e}")))?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
@@ -279,7 +319,9 @@ impl Session {
             };
             let error = match outcome {
                 Ended::Finished => {
-                    self.state.send_replace(LinkState::Down { reason: "shut down".into() });
+                    self.state.send_replace(LinkState::Down {
+                        reason: "shut down".into(),
+                    });
                     return;
                 }
                 Ended::Failed(error) => error,
@@ -287,7 +329,7 @@ impl Session {
             let delay = match error.configuration_advice() {
                 Some(advice) => {
                     error!(server = %self.config.server, domain = %self.config.domain, "{error}: {advice}");
-                    limits::RECONNECT_MAX
+                    limits::RECONNECT_AFTER_CONFIGURATION_ERROR
                 }
                 None => {
                     let delay = backoff.next_delay(&mut rand::rng());
@@ -295,7 +337,9 @@ impl Session {
                     delay
                 }
             };
-            self.state.send_replace(LinkState::Down { reason: error.to_string() });
+            self.state.send_replace(LinkState::Down {
+                reason: error.to_string(),
+            });
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = self.finish.cancelled() => return,
@@ -336,12 +380,15 @@ impl Session {
                 return Ended::Failed(error);
             }
         }
+        // After `stop_reading` the reader is gone on purpose; the writer goes on until `finish`.
+        let mut reader_alive = true;
         loop {
             tokio::select! {
                 biased;
-                message = control.recv() => match message {
+                message = control.recv(), if reader_alive => match message {
                     Some(Control::PingAnswered(id)) => {
                         if ping.as_ref().is_some_and(|(sent, _)| *sent == id) {
+                            debug!("keepalive ping answered");
                             ping = None;
                         }
                     }
@@ -352,6 +399,7 @@ impl Session {
                         }
                         return Ended::Failed(error);
                     }
+                    None if self.stop_reading.is_cancelled() => reader_alive = false,
                     None => return Ended::Failed(LinkError::Closed),
                 },
                 _ = self.finish.cancelled() => {
@@ -473,17 +521,29 @@ async fn read_loop(
             break parse_stream_error(&read.element);
         }
         let Some(kind) = Kind::of(&read.element) else {
-            warn!(element = read.element.name(), "ignoring a top-level element that is not a stanza");
+            warn!(
+                element = read.element.name(),
+                "ignoring a top-level element that is not a stanza"
+            );
             continue;
         };
-        let stanza = Stanza { kind, element: read.element, raw: read.raw };
+        let stanza = Stanza {
+            kind,
+            element: read.element,
+            raw: read.raw,
+        };
         if kind == Kind::Iq && matches!(stanza.type_(), Some("result" | "error")) {
             if let Some(id) = stanza.id().filter(|id| id.starts_with(PING_ID_PREFIX)) {
                 let _ = control.send(Control::PingAnswered(id.to_owned())).await;
                 continue;
             }
         }
-        debug!(kind = kind.as_str(), from = stanza.from(), to = stanza.to(), "stanza received");
+        debug!(
+            kind = kind.as_str(),
+            from = stanza.from(),
+            to = stanza.to(),
+            "stanza received"
+        );
         tokio::select! {
             sent = inbound.send(stanza) => if sent.is_err() { return },
             _ = stop_reading.cancelled() => return,
@@ -509,7 +569,10 @@ mod tests {
                 ceiling.as_millis()
             })
             .collect();
-        assert_eq!(ceilings, [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]);
+        assert_eq!(
+            ceilings,
+            [500, 1000, 2000, 4000, 4000, 4000, 4000, 4000, 4000]
+        );
         backoff.reset();
         assert_eq!(backoff.ceiling(), Duration::from_millis(500));
     }
@@ -531,7 +594,9 @@ mod tests {
         )
         .unwrap();
         let error = parse_stream_error(&read.element);
-        assert!(matches!(&error, LinkError::StreamError { condition, text } if condition == "conflict" && text.as_deref() == Some("Replaced")));
+        assert!(
+            matches!(&error, LinkError::StreamError { condition, text } if condition == "conflict" && text.as_deref() == Some("Replaced"))
+        );
         assert!(error.configuration_advice().is_some());
     }
 }

@@ -120,7 +120,11 @@ pub struct StanzaError {
 
 impl StanzaError {
     pub fn new(type_: ErrorType, condition: &'static str) -> Self {
-        Self { type_, condition, text: None }
+        Self {
+            type_,
+            condition,
+            text: None,
+        }
     }
     pub fn with_text(mut self, text: impl Into<String>) -> Self {
         self.text = Some(text.into());
@@ -145,11 +149,19 @@ pub fn error_reply(original: &Stanza, error: &StanzaError, by: &str) -> Option<E
         .attr(ncname("by"), by)
         .append(Element::bare(error.condition, NS_STANZAS));
     if let Some(text) = &error.text {
-        error_element = error_element.append(Element::builder("text", NS_STANZAS).append(text.as_str()).build());
+        error_element = error_element.append(
+            Element::builder("text", NS_STANZAS)
+                .append(text.as_str())
+                .build(),
+        );
     }
-    let mut reply = Element::builder(original.element.name(), NS_COMPONENT)
-        .attr(ncname("type"), "error");
-    for (name, value) in [("to", original.from()), ("from", original.to()), ("id", original.id())] {
+    let mut reply =
+        Element::builder(original.element.name(), NS_COMPONENT).attr(ncname("type"), "error");
+    for (name, value) in [
+        ("to", original.from()),
+        ("from", original.to()),
+        ("id", original.id()),
+    ] {
         if let Some(value) = value {
             reply = reply.attr(ncname(name), value);
         }
@@ -192,8 +204,13 @@ pub struct Outbound {
 impl Outbound {
     /// Checks and serialises a stanza for the component `domain`; the `from` is normalised
     /// (the domain part lowercased as configured).
-    pub fn check(mut element: Element, domain: &str, max_bytes: usize) -> Result<Outbound, OutboundError> {
-        let kind = Kind::of(&element).ok_or_else(|| OutboundError::NotAStanza(element.name().to_owned()))?;
+    pub fn check(
+        mut element: Element,
+        domain: &str,
+        max_bytes: usize,
+    ) -> Result<Outbound, OutboundError> {
+        let kind = Kind::of(&element)
+            .ok_or_else(|| OutboundError::NotAStanza(element.name().to_owned()))?;
         let to = element.attr("to").ok_or(OutboundError::MissingTo)?;
         jid::Jid::new(to).map_err(|_| OutboundError::InvalidTo(to.to_owned()))?;
         let from = element.attr("from").ok_or(OutboundError::MissingFrom)?;
@@ -215,10 +232,14 @@ impl Outbound {
             .write_to(&mut bytes)
             .map_err(|_| OutboundError::NotAStanza(element.name().to_owned()))?;
         if bytes.len() > max_bytes {
-            return Err(OutboundError::TooLarge { size: bytes.len(), limit: max_bytes });
+            return Err(OutboundError::TooLarge {
+                size: bytes.len(),
+                limit: max_bytes,
+            });
         }
         // The writer produces UTF-8 from UTF-8 strings.
-        let bytes = String::from_utf8(bytes).map_err(|_| OutboundError::InvalidCharacter(0xFFFD))?;
+        let bytes =
+            String::from_utf8(bytes).map_err(|_| OutboundError::InvalidCharacter(0xFFFD))?;
         Ok(Outbound { kind, bytes })
     }
 }
@@ -272,12 +293,18 @@ mod tests {
 
     fn stanza(xml: &str) -> Stanza {
         let read = parse_stanza(xml, ReadLimits::default()).unwrap();
-        Stanza { kind: Kind::of(&read.element).unwrap(), element: read.element, raw: read.raw }
+        Stanza {
+            kind: Kind::of(&read.element).unwrap(),
+            element: read.element,
+            raw: read.raw,
+        }
     }
 
     #[test]
     fn error_reply_swaps_addresses_and_keeps_the_id() {
-        let original = stanza("<message to='echo@bot.localhost' from='u@localhost/r' id='m1' type='chat'><body>x</body></message>");
+        let original = stanza(
+            "<message to='echo@bot.localhost' from='u@localhost/r' id='m1' type='chat'><body>x</body></message>",
+        );
         let error = StanzaError::new(ErrorType::Wait, "remote-server-timeout").with_text("Timeout");
         let reply = error_reply(&original, &error, "bot.localhost").unwrap();
         assert_eq!(reply.attr("to"), Some("u@localhost/r"));
@@ -300,31 +327,86 @@ mod tests {
             "<iq to='bot.localhost' from='u@localhost' type='error' id='1'/>",
             "<presence to='bot.localhost' from='u@localhost' type='error'/>",
         ] {
-            assert!(error_reply(&stanza(xml), &error, "bot.localhost").is_none(), "{xml}");
+            assert!(
+                error_reply(&stanza(xml), &error, "bot.localhost").is_none(),
+                "{xml}"
+            );
         }
     }
 
     #[test]
     fn outbound_check_refuses_what_would_kill_the_stream() {
-        let check = |xml: &str| Outbound::check(parse_stanza(xml, ReadLimits::default()).unwrap().element, "bot.localhost", 4096);
-        assert!(check("<message to='u@localhost' from='echo@bot.localhost'><body>ok</body></message>").is_ok());
-        assert_eq!(check("<message from='echo@bot.localhost'/>").unwrap_err(), OutboundError::MissingTo);
-        assert_eq!(check("<message to='u@localhost'/>").unwrap_err(), OutboundError::MissingFrom);
-        assert!(matches!(check("<message to='u@localhost' from='x@evil.example'/>").unwrap_err(), OutboundError::ForeignFrom { .. }));
-        assert!(matches!(check("<message to='u@localhost' from='x@sub.bot.localhost'/>").unwrap_err(), OutboundError::ForeignFrom { .. }));
-        assert!(matches!(check("<foo to='u@localhost' from='bot.localhost'/>").unwrap_err(), OutboundError::NotAStanza(_)));
-        let big = format!("<message to='u@localhost' from='bot.localhost'><body>{}</body></message>", "x".repeat(5000));
-        assert!(matches!(check(&big).unwrap_err(), OutboundError::TooLarge { .. }));
-        let mut element = parse_stanza("<message to='u@localhost' from='bot.localhost'/>", ReadLimits::default()).unwrap().element;
-        element.append_child(Element::builder("body", NS_COMPONENT).append("a\u{1}b").build());
-        assert_eq!(Outbound::check(element, "bot.localhost", 4096).unwrap_err(), OutboundError::InvalidCharacter(1));
+        let check = |xml: &str| {
+            Outbound::check(
+                parse_stanza(xml, ReadLimits::default()).unwrap().element,
+                "bot.localhost",
+                4096,
+            )
+        };
+        assert!(
+            check("<message to='u@localhost' from='echo@bot.localhost'><body>ok</body></message>")
+                .is_ok()
+        );
+        assert_eq!(
+            check("<message from='echo@bot.localhost'/>").unwrap_err(),
+            OutboundError::MissingTo
+        );
+        assert_eq!(
+            check("<message to='u@localhost'/>").unwrap_err(),
+            OutboundError::MissingFrom
+        );
+        assert!(matches!(
+            check("<message to='u@localhost' from='x@evil.example'/>").unwrap_err(),
+            OutboundError::ForeignFrom { .. }
+        ));
+        assert!(matches!(
+            check("<message to='u@localhost' from='x@sub.bot.localhost'/>").unwrap_err(),
+            OutboundError::ForeignFrom { .. }
+        ));
+        assert!(matches!(
+            check("<foo to='u@localhost' from='bot.localhost'/>").unwrap_err(),
+            OutboundError::NotAStanza(_)
+        ));
+        let big = format!(
+            "<message to='u@localhost' from='bot.localhost'><body>{}</body></message>",
+            "x".repeat(5000)
+        );
+        assert!(matches!(
+            check(&big).unwrap_err(),
+            OutboundError::TooLarge { .. }
+        ));
+        let mut element = parse_stanza(
+            "<message to='u@localhost' from='bot.localhost'/>",
+            ReadLimits::default(),
+        )
+        .unwrap()
+        .element;
+        element.append_child(
+            Element::builder("body", NS_COMPONENT)
+                .append("a\u{1}b")
+                .build(),
+        );
+        assert_eq!(
+            Outbound::check(element, "bot.localhost", 4096).unwrap_err(),
+            OutboundError::InvalidCharacter(1)
+        );
     }
 
     #[test]
     fn outbound_from_is_normalised_to_the_configured_case() {
-        let element = parse_stanza("<message to='u@localhost' from='Echo@BOT.localhost'/>", ReadLimits::default()).unwrap().element;
+        let element = parse_stanza(
+            "<message to='u@localhost' from='Echo@BOT.localhost'/>",
+            ReadLimits::default(),
+        )
+        .unwrap()
+        .element;
         let out = Outbound::check(element, "bot.localhost", 4096).unwrap();
-        assert!(out.bytes.contains("from='echo@bot.localhost'") || out.bytes.contains("from=\"echo@bot.localhost\""), "{}", out.bytes);
+        assert!(
+            out.bytes.contains("from='echo@bot.localhost'")
+                || out.bytes.contains("from=\"echo@bot.localhost\""),
+            "{}",
+            out.bytes
+        );
     }
 
     #[test]
