@@ -14,6 +14,8 @@ pub const DEFAULT_MAX_DEPTH: usize = 64;
 pub const MAX_XML_TOKEN_BYTES: usize = 64 * 1024;
 /// Bytes read from the socket per read call.
 pub const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Queued stanzas are written together up to about this many bytes per write.
+pub const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
 /// Idle interval after which whitespace is sent and the server is pinged.
 pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);

@@ -411,11 +411,15 @@ impl Session {
                 }
                 out = self.outbound.recv() => {
                     let Some(out) = out else { return close(writer).await };
-                    unsent.push_back(out);
                     // Take what else is ready, so that a burst costs one write.
-                    while unsent.iter().map(|o| o.bytes.len()).sum::<usize>() < limits::READ_CHUNK_BYTES * 4 {
+                    let mut batch_bytes = unsent.iter().map(|o| o.bytes.len()).sum::<usize>() + out.bytes.len();
+                    unsent.push_back(out);
+                    while batch_bytes < limits::WRITE_BATCH_BYTES {
                         match self.outbound.try_recv() {
-                            Ok(out) => unsent.push_back(out),
+                            Ok(out) => {
+                                batch_bytes += out.bytes.len();
+                                unsent.push_back(out);
+                            }
                             Err(_) => break,
                         }
                     }
