@@ -321,7 +321,7 @@ pub fn parse_stanza(xml: &str, limits: ReadLimits) -> Result<ReadElement, CodecE
     found.ok_or_else(|| CodecError::NotWellFormed("no element".into()))
 }
 
-/// Escapes a string for use inside a single- or double-quoted attribute value.
+/// Escapes a string for use inside a single- or double-quoted attribute value (or text).
 pub fn escape_attr(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
@@ -331,6 +331,11 @@ pub fn escape_attr(value: &str) -> String {
             '>' => out.push_str("&gt;"),
             '\'' => out.push_str("&apos;"),
             '"' => out.push_str("&quot;"),
+            // XML normalises literal line ends (and, in attributes, all white space); character
+            // references survive parsing unchanged.
+            '\r' => out.push_str("&#xD;"),
+            '\n' => out.push_str("&#xA;"),
+            '\t' => out.push_str("&#x9;"),
             c => out.push(c),
         }
     }
@@ -544,6 +549,51 @@ mod tests {
         assert!(parse_stanza("<a>", ReadLimits::default()).is_err());
         assert!(parse_stanza("", ReadLimits::default()).is_err());
         assert!(parse_stanza("text", ReadLimits::default()).is_err());
+    }
+
+    proptest::proptest! {
+        /// However the bytes are cut into reads, the same stanzas come out with the same raw text.
+        #[test]
+        fn chunking_never_changes_what_is_read(
+            texts in proptest::collection::vec("[^\u{0}-\u{8}\u{b}\u{c}\u{e}-\u{1f}\u{fffe}\u{ffff}]{0,40}", 1..6),
+            cuts in proptest::collection::vec(1usize..64, 1..40),
+        ) {
+            let stanzas: Vec<String> = texts
+                .iter()
+                .enumerate()
+                .map(|(i, text)| format!("<message to='a@bot' from='b@c' id='{i}'><body>{}</body></message>", escape_attr(text)))
+                .collect();
+            let input = format!("{HEADER}{}</stream:stream>", stanzas.join("\n"));
+            let mut reader = StreamReader::new(ReadLimits::default());
+            let mut frames = Vec::new();
+            let mut rest = input.as_bytes();
+            let mut cut = cuts.iter().cycle();
+            while !rest.is_empty() {
+                let n = (*cut.next().unwrap()).min(rest.len());
+                reader.feed(&rest[..n]);
+                rest = &rest[n..];
+                frames.extend(read_all(&mut reader).unwrap());
+            }
+            let read = elements(&frames);
+            proptest::prop_assert_eq!(read.len(), stanzas.len());
+            for ((element, raw), text) in read.iter().zip(&stanzas).zip(&texts) {
+                proptest::prop_assert_eq!(&element.raw, raw);
+                proptest::prop_assert_eq!(element.element.get_child("body", NS_COMPONENT).unwrap().text(), text.as_str());
+            }
+            proptest::prop_assert!(matches!(frames.last(), Some(Frame::Close)));
+        }
+
+        /// Arbitrary bytes never panic the reader, and an error is final.
+        #[test]
+        fn arbitrary_bytes_are_refused_or_read_without_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let mut reader = StreamReader::new(ReadLimits { max_stanza_bytes: 1024, max_depth: 8 });
+            reader.feed(HEADER.as_bytes());
+            reader.feed(&bytes);
+            if read_all(&mut reader).is_err() {
+                reader.feed(b"<message to='a' from='b'/>");
+                proptest::prop_assert!(reader.next_frame().is_err());
+            }
+        }
     }
 
     #[test]
