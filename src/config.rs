@@ -95,6 +95,8 @@ pub struct Config {
     pub tls: bool,
     /// Name to verify the server's certificate against; the host of `server` by default.
     pub tls_server_name: String,
+    /// Certificates to trust for the server instead of the system's roots (`tls_ca_file`).
+    pub tls_roots: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
     pub forwarded: Forwarded,
     pub ordering: Ordering,
     pub max_in_flight: usize,
@@ -118,6 +120,7 @@ struct RawConfig {
     secret_file: Option<PathBuf>,
     tls: Option<bool>,
     tls_server_name: Option<String>,
+    tls_ca_file: Option<PathBuf>,
     #[serde(alias = "component_post_stanzas", alias = "post_stanza_types")]
     stanzas: Option<Vec<String>>,
     ordering: Option<Ordering>,
@@ -255,6 +258,10 @@ impl Validator<'_> {
             server,
             secret,
             tls: raw.tls.unwrap_or(false),
+            tls_roots: raw
+                .tls_ca_file
+                .map(|file| self.certificates(&file))
+                .transpose()?,
             forwarded: self.forwarded(raw.stanzas)?,
             ordering: raw.ordering.unwrap_or(Ordering::Conversation),
             max_in_flight,
@@ -388,11 +395,7 @@ impl Validator<'_> {
             }
             (Some(value), None) => value,
             (None, Some(file)) => {
-                let file = self
-                    .path
-                    .parent()
-                    .map(|dir| dir.join(&file))
-                    .unwrap_or(file);
+                let file = self.relative(&file);
                 let text = std::fs::read_to_string(&file).map_err(|e| {
                     self.invalid(
                         file_key,
@@ -410,6 +413,41 @@ impl Validator<'_> {
             return Err(self.invalid(key, "is empty"));
         }
         Ok(Some(Secret(value)))
+    }
+
+    /// The PEM certificates of `tls_ca_file`, read once at load so that a typo fails at start.
+    fn certificates(
+        &self,
+        file: &Path,
+    ) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, ConfigError> {
+        use rustls::pki_types::pem::PemObject;
+        let file = self.relative(file);
+        let certificates = rustls::pki_types::CertificateDer::pem_file_iter(&file)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| {
+                self.invalid(
+                    "tls_ca_file",
+                    format!(
+                        "names {}, which holds no readable PEM certificates: {e}",
+                        file.display()
+                    ),
+                )
+            })?;
+        if certificates.is_empty() {
+            return Err(self.invalid(
+                "tls_ca_file",
+                format!("names {}, which holds no PEM certificate", file.display()),
+            ));
+        }
+        Ok(certificates)
+    }
+
+    /// A path from the file, relative to the file's directory.
+    fn relative(&self, file: &Path) -> PathBuf {
+        self.path
+            .parent()
+            .map(|dir| dir.join(file))
+            .unwrap_or_else(|| file.to_owned())
     }
 
     fn duration(
