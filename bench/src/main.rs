@@ -1,0 +1,202 @@
+//! The component-http benchmark: runs the bridge (a release build beside this binary) under
+//! load and prints a table. See BENCHMARKS.md for what each row means.
+//!
+//! Isolated mode: this harness is the XMPP server and the webhook. End-to-end mode: real XMPP
+//! clients send through a real Prosody. Each mode has a ceiling row for comparison.
+
+mod hook;
+mod isolated;
+mod process;
+mod report;
+
+use std::time::Duration;
+
+use clap::Parser;
+use tokio::net::TcpListener;
+
+use hook::HookBehaviour;
+use isolated::Load;
+use process::{Bridge, BridgeOptions};
+use report::{Measured, Row};
+
+#[derive(Debug, Parser)]
+#[command(about = "Benchmark component-http and print a table")]
+struct Args {
+    /// A quick run with small counts, to check that the harness works (numbers not meaningful).
+    #[arg(long)]
+    smoke: bool,
+    /// Messages per isolated fast-hook row.
+    #[arg(long, default_value_t = 100_000)]
+    messages: usize,
+}
+
+struct Scale {
+    fast: usize,
+    slow: usize,
+    stalled: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let scale = if args.smoke {
+        Scale {
+            fast: 2_000,
+            slow: 500,
+            stalled: 5_000,
+        }
+    } else {
+        Scale {
+            fast: args.messages,
+            slow: args.messages / 5,
+            stalled: 100_000,
+        }
+    };
+    let mut rows = Vec::new();
+
+    let fast_hook = format!("http://{}/", hook::start(HookBehaviour::Fast).await?);
+    let slow_hook = format!(
+        "http://{}/",
+        hook::start(HookBehaviour::Delay(Duration::from_millis(10))).await?
+    );
+
+    let load = Load {
+        messages: scale.fast,
+        senders: 100,
+        window: 512,
+    };
+    rows.push(Row {
+        mode: "isolated",
+        name: "ceiling: HTTP client loop only, fast hook".into(),
+        measured: isolated::http_only(&fast_hook, load).await?,
+    });
+    let (measured, idle_rss) = bridge_row(&fast_hook, "none", load).await?;
+    rows.push(Row {
+        mode: "isolated",
+        name: "bridge, ordering=none, fast hook, 100 senders".into(),
+        measured,
+    });
+    let (measured, _) = bridge_row(&fast_hook, "conversation", load).await?;
+    rows.push(Row {
+        mode: "isolated",
+        name: "bridge, ordering=conversation, fast hook, 100 senders".into(),
+        measured,
+    });
+    let slow = Load {
+        messages: scale.slow,
+        senders: 100,
+        window: 512,
+    };
+    let (measured, _) = bridge_row(&slow_hook, "none", slow).await?;
+    rows.push(Row {
+        mode: "isolated",
+        name: "bridge, ordering=none, hook 10 ms, 100 senders".into(),
+        measured,
+    });
+    let (measured, _) = bridge_row(&slow_hook, "conversation", slow).await?;
+    rows.push(Row {
+        mode: "isolated",
+        name: "bridge, ordering=conversation, hook 10 ms, 100 senders".into(),
+        measured,
+    });
+    let one_sender = Load {
+        messages: scale.slow / 10,
+        senders: 1,
+        window: 64,
+    };
+    let (measured, _) = bridge_row(&slow_hook, "conversation", one_sender).await?;
+    rows.push(Row {
+        mode: "isolated",
+        name: "bridge, ordering=conversation, hook 10 ms, 1 sender".into(),
+        measured,
+    });
+
+    let (written, stalled_rss) = stalled_row(scale.stalled).await?;
+
+    report::print_table(&rows);
+    println!();
+    println!(
+        "memory: idle RSS {:.1} MiB; with a stalled hook, {written} stanzas pushed until the bridge stopped reading, RSS {:.1} MiB",
+        idle_rss as f64 / 1024.0,
+        stalled_rss as f64 / 1024.0
+    );
+    print_targets(&rows, idle_rss, stalled_rss);
+    Ok(())
+}
+
+/// One bridge run: spawn, accept, drive, measure the bridge's CPU and memory.
+async fn bridge_row(hook_url: &str, ordering: &str, load: Load) -> anyhow::Result<(Measured, u64)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let bridge = Bridge::spawn(&BridgeOptions {
+        server: listener.local_addr()?.to_string(),
+        secret: isolated::SECRET,
+        hook_url: hook_url.to_owned(),
+        ordering,
+        max_in_flight: 256,
+        hook_timeout: Duration::from_secs(15),
+    })?;
+    let accepted = isolated::accept_bridge(&listener).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = bridge.stats();
+    let mut measured = isolated::drive(accepted, load).await?;
+    let after = bridge.stats();
+    measured.cpu_seconds = Some(after.cpu_seconds - before.cpu_seconds);
+    measured.peak_rss_kib = Some(after.peak_rss_kib);
+    Ok((measured, before.rss_kib))
+}
+
+/// Pushes stanzas at a hook that never answers: the bridge must stop reading, not buffer.
+async fn stalled_row(total: usize) -> anyhow::Result<(usize, u64)> {
+    let hook = format!("http://{}/", hook::start(HookBehaviour::Stalled).await?);
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let bridge = Bridge::spawn(&BridgeOptions {
+        server: listener.local_addr()?.to_string(),
+        secret: isolated::SECRET,
+        hook_url: hook,
+        ordering: "conversation",
+        max_in_flight: 256,
+        hook_timeout: Duration::from_secs(300),
+    })?;
+    let accepted = isolated::accept_bridge(&listener).await?;
+    let (written, _accepted) = isolated::flood(accepted, total, 100).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok((written, bridge.stats().peak_rss_kib))
+}
+
+fn print_targets(rows: &[Row], idle_rss_kib: u64, stalled_rss_kib: u64) {
+    let rate = |name: &str| {
+        rows.iter()
+            .find(|r| r.name.starts_with(name))
+            .map(|r| r.measured.per_second())
+            .unwrap_or(0.0)
+    };
+    let ceiling = rate("ceiling: HTTP");
+    let none = rate("bridge, ordering=none, fast");
+    let conversation = rate("bridge, ordering=conversation, fast");
+    let check = |ok: bool| if ok { "met" } else { "MISSED" };
+    println!();
+    println!("targets:");
+    println!(
+        "- isolated, ordering=none, fast hook ≥ 40,000/s: {none:.0}/s — {}",
+        check(none >= 40_000.0)
+    );
+    println!(
+        "- isolated, ordering=none ≥ 0.5 × HTTP-only ceiling ({ceiling:.0}/s): ratio {:.2} — {}",
+        none / ceiling.max(1.0),
+        check(none >= 0.5 * ceiling)
+    );
+    println!(
+        "- isolated, ordering=conversation, 100 senders ≥ 20,000/s: {conversation:.0}/s — {}",
+        check(conversation >= 20_000.0)
+    );
+    println!(
+        "- idle RSS ≤ 30 MiB: {:.1} MiB — {}",
+        idle_rss_kib as f64 / 1024.0,
+        check(idle_rss_kib <= 30 * 1024)
+    );
+    println!(
+        "- RSS with a stalled hook ≤ 100 MiB: {:.1} MiB — {}",
+        stalled_rss_kib as f64 / 1024.0,
+        check(stalled_rss_kib <= 100 * 1024)
+    );
+}

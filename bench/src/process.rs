@@ -1,0 +1,122 @@
+//! The bridge as a child process: a config file, the spawn, and what /proc says about it
+//! (CPU time and resident memory).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+pub struct Bridge {
+    _child: Child,
+    pub pid: u32,
+    _dir: tempfile::TempDir,
+}
+
+pub struct BridgeOptions<'a> {
+    pub server: String,
+    pub secret: &'a str,
+    pub hook_url: String,
+    pub ordering: &'a str,
+    pub max_in_flight: usize,
+    pub hook_timeout: Duration,
+}
+
+/// The bridge binary sits beside the harness's own binary (both built by one cargo command).
+pub fn bridge_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe.with_file_name("component-http");
+    anyhow::ensure!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --release --workspace`",
+        path.display()
+    );
+    Ok(path)
+}
+
+impl Bridge {
+    pub fn spawn(options: &BridgeOptions<'_>) -> anyhow::Result<Bridge> {
+        let dir = tempfile::tempdir()?;
+        let config = format!(
+            "domain = \"bot.localhost\"\nserver = \"{}\"\nsecret = \"{}\"\nordering = \"{}\"\nmax_in_flight = {}\n\
+             [webhook]\nurl = \"{}\"\ntimeout = \"{}s\"\n",
+            options.server,
+            options.secret,
+            options.ordering,
+            options.max_in_flight,
+            options.hook_url,
+            options.hook_timeout.as_secs().max(1),
+        );
+        let path = dir.path().join("bench.toml");
+        std::fs::write(&path, config)?;
+        let child = Command::new(bridge_binary()?)
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()?;
+        let pid = child
+            .id()
+            .ok_or_else(|| anyhow::anyhow!("the bridge exited at once"))?;
+        Ok(Bridge {
+            _child: child,
+            pid,
+            _dir: dir,
+        })
+    }
+
+    pub fn stats(&self) -> ProcStats {
+        ProcStats::of(self.pid)
+    }
+}
+
+/// CPU seconds used so far and resident memory, from /proc.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcStats {
+    pub cpu_seconds: f64,
+    pub rss_kib: u64,
+    pub peak_rss_kib: u64,
+}
+
+impl ProcStats {
+    pub fn of(pid: u32) -> ProcStats {
+        let dir = Path::new("/proc").join(pid.to_string());
+        let ticks = clock_ticks();
+        let cpu_seconds = std::fs::read_to_string(dir.join("stat"))
+            .ok()
+            .and_then(|stat| {
+                // Fields after the parenthesised command name; utime and stime are 14 and 15.
+                let rest = stat.rsplit_once(')')?.1;
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                let utime: f64 = fields.get(11)?.parse().ok()?;
+                let stime: f64 = fields.get(12)?.parse().ok()?;
+                Some((utime + stime) / ticks)
+            })
+            .unwrap_or_default();
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or_default()
+        };
+        ProcStats {
+            cpu_seconds,
+            rss_kib: field("VmRSS:"),
+            peak_rss_kib: field("VmHWM:"),
+        }
+    }
+}
+
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
