@@ -1,0 +1,883 @@
+//! The end-to-end harness: a throwaway Prosody per test (foreground, own temp dir, loopback
+//! ports picked by the OS), a scripted webhook that records what it receives, the bridge binary
+//! with a generated configuration, and a real XMPP client logged in as a local user.
+//!
+//! Every child process is killed when its guard is dropped; every wait polls with a deadline.
+//! When a test panics, the tails of Prosody's and the bridge's logs are printed.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio_xmpp::connect::DnsConfig;
+use tokio_xmpp::jid::{BareJid, FullJid};
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::stanza::Stanza;
+use tokio_xmpp::xmlstream::Timeouts;
+use tokio_xmpp::{Client, Event};
+
+/// The component's domain in every test.
+pub const DOMAIN: &str = "bot.localhost";
+/// The virtual host the test users live on.
+pub const HOST: &str = "localhost";
+/// Throwaway component secret shared by the test Prosody and the bridge.
+pub const COMPONENT_SECRET: &str = "throwaway-component-secret";
+/// Throwaway accounts created in every test Prosody.
+pub const USERS: &[(&str, &str)] = &[
+    ("user1", "throwaway-password-1"),
+    ("user2", "throwaway-password-2"),
+];
+
+/// How long a test waits for a reply that must come.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deadline for a process to start listening.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Interval between readiness polls.
+const POLL: Duration = Duration::from_millis(20);
+/// The log line Prosody writes when an external component has authenticated.
+const COMPONENT_AUTHENTICATED: &str = "External component successfully authenticated";
+
+/// Is `program` installed? When it is not: skip (return false) with a notice, or fail when the
+/// environment says this is CI (`CI=true`), where a skipped end-to-end test would hide a defect.
+pub fn require_tool(program: &str, package: &str) -> bool {
+    if find_in_path(program).is_some() {
+        return true;
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+    if ci {
+        panic!(
+            "`{program}` is required for the end-to-end tests (CI=true): install it with `apt-get install -y {package}`"
+        );
+    }
+    eprintln!("notice: `{program}` not found, skipping this end-to-end test (install {package})");
+    false
+}
+
+fn find_in_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A child process that is killed (SIGKILL) and reaped when dropped.
+pub struct ChildGuard {
+    child: Option<Child>,
+}
+
+impl ChildGuard {
+    pub fn new(child: Child) -> Self {
+        Self { child: Some(child) }
+    }
+
+    /// The exit status, if the process has already exited.
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Ports the OS says are free on 127.0.0.1; all held until all are known so they differ.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<StdListener> = (0..N)
+        .map(|_| StdListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    let mut ports = [0; N];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener.local_addr().expect("local addr").port();
+    }
+    ports
+}
+
+/// Whether something accepts TCP connections on 127.0.0.1:`port`.
+pub fn port_open(port: u16) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    StdStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+}
+
+/// Polls `condition` until it holds or `timeout` passes.
+pub async fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| format!("(cannot read: {e})"));
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prosody
+// ---------------------------------------------------------------------------------------------
+
+/// A throwaway Prosody running in the foreground with its own config, data and log.
+pub struct Prosody {
+    child: ChildGuard,
+    dir: TempDir,
+    pub c2s_port: u16,
+    pub component_port: u16,
+}
+
+impl Prosody {
+    /// Starts Prosody with the test users registered and `Component "bot.localhost"`, and waits
+    /// until both its client and component ports accept connections.
+    pub async fn start() -> Prosody {
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            match Self::try_start().await {
+                Ok(prosody) => return prosody,
+                Err(error) => {
+                    eprintln!("Prosody did not start, trying again: {error}");
+                    last_error = error;
+                }
+            }
+        }
+        panic!("Prosody did not start: {last_error}");
+    }
+
+    async fn try_start() -> Result<Prosody, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("prosody-")
+            .tempdir()
+            .expect("temp dir");
+        let [c2s_port, component_port] = free_ports::<2>();
+        let data = dir.path().join("data");
+        let certs = dir.path().join("certs");
+        std::fs::create_dir_all(&certs).expect("certs dir");
+        register_users(&data);
+        let config = format!(
+            r#"-- throwaway Prosody for end-to-end tests
+daemonize = false
+pidfile = "{pidfile}"
+data_path = "{data}"
+certificates = "{certs}"
+log = {{ debug = "{log}" }}
+interfaces = {{ "127.0.0.1" }}
+c2s_ports = {{ {c2s_port} }}
+c2s_direct_tls_ports = {{ }}
+component_ports = {{ {component_port} }}
+component_interfaces = {{ "127.0.0.1" }}
+http_ports = {{ }}
+https_ports = {{ }}
+modules_enabled = {{ "roster"; "saslauth"; "disco"; "ping" }}
+-- mod_posix is loaded automatically on Linux and refuses root (racily: sometimes the
+-- client port is closed again a moment after startup); nothing here needs it.
+modules_disabled = {{ "s2s"; "posix" }}
+c2s_require_encryption = false
+allow_unencrypted_plain_auth = true
+authentication = "internal_plain"
+storage = "internal"
+
+VirtualHost "{HOST}"
+
+Component "{DOMAIN}"
+    component_secret = "{COMPONENT_SECRET}"
+"#,
+            pidfile = dir.path().join("prosody.pid").display(),
+            data = data.display(),
+            certs = certs.display(),
+            log = dir.path().join("prosody.log").display(),
+        );
+        std::fs::write(dir.path().join("prosody.cfg.lua"), config).expect("write prosody config");
+        let mut prosody = Prosody {
+            child: ChildGuard::new(spawn_prosody(dir.path())),
+            dir,
+            c2s_port,
+            component_port,
+        };
+        prosody.wait_ready().await?;
+        Ok(prosody)
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("prosody.log")
+    }
+
+    async fn wait_ready(&mut self) -> Result<(), String> {
+        let (c2s, component) = (self.c2s_port, self.component_port);
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.exited() {
+                return Err(format!(
+                    "prosody exited with {status}; output:\n{}\nlog:\n{}",
+                    tail(&self.dir.path().join("prosody.out"), 30),
+                    tail(&self.log_path(), 30)
+                ));
+            }
+            let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+            if log.contains("Failed to open server port") {
+                return Err(format!("a port was taken:\n{}", tail(&self.log_path(), 30)));
+            }
+            if port_open(c2s) && port_open(component) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "ports {c2s}/{component} not open after {STARTUP_TIMEOUT:?}; log:\n{}",
+                    tail(&self.log_path(), 30)
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// SIGKILLs Prosody (no goodbye to anybody) and starts it again with the same config and
+    /// ports; returns when the ports accept connections again, with the instant they did.
+    pub async fn kill_and_restart(&mut self) -> Instant {
+        self.child.kill();
+        self.child = ChildGuard::new(spawn_prosody(self.dir.path()));
+        if let Err(error) = self.wait_ready().await {
+            panic!("Prosody did not come back: {error}");
+        }
+        Instant::now()
+    }
+
+    /// How many times an external component has authenticated so far.
+    pub fn component_logins(&self) -> usize {
+        std::fs::read_to_string(self.log_path())
+            .unwrap_or_default()
+            .matches(COMPONENT_AUTHENTICATED)
+            .count()
+    }
+
+    /// A logged-in client for one of [`USERS`].
+    pub async fn client(&self, user: &str) -> XmppClient {
+        let password = USERS
+            .iter()
+            .find(|(name, _)| *name == user)
+            .map(|(_, password)| *password)
+            .unwrap_or_else(|| panic!("unknown test user {user}"));
+        XmppClient::connect(self.c2s_port, user, password).await
+    }
+}
+
+fn spawn_prosody(dir: &Path) -> Child {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("prosody.out"))
+        .expect("prosody output file");
+    let err = out.try_clone().expect("clone output file");
+    Command::new("prosody")
+        .arg("--config")
+        .arg(dir.join("prosody.cfg.lua"))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("spawn prosody")
+}
+
+/// Creates the accounts of [`USERS`] the way Prosody's `internal_plain` storage keeps them
+/// (`DATA/HOST/accounts/USER.dat`, a Lua table). Writing them directly works whatever user the
+/// tests run as; `prosodyctl register` would need the data dir owned by the `prosody` user.
+fn register_users(data: &Path) {
+    let accounts = data.join(HOST).join("accounts");
+    std::fs::create_dir_all(&accounts).expect("accounts dir");
+    for (user, password) in USERS {
+        std::fs::write(
+            accounts.join(format!("{user}.dat")),
+            format!("return {{\n\t[\"password\"] = \"{password}\";\n}};\n"),
+        )
+        .expect("write account");
+    }
+}
+
+impl Drop for Prosody {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "----- prosody log (tail) -----\n{}\n------------------------------",
+                tail(&self.log_path(), 60)
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Webhook
+// ---------------------------------------------------------------------------------------------
+
+/// What the scripted webhook answers.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// How long to wait before answering.
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn new(status: u16) -> Self {
+        Self {
+            status,
+            content_type: None,
+            headers: Vec::new(),
+            body: Vec::new(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    pub fn content_type(mut self, value: &str) -> Self {
+        self.content_type = Some(value.to_owned());
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// `200 application/json` with `value`.
+    pub fn json(value: Value) -> Self {
+        Self::new(200)
+            .content_type("application/json")
+            .body(value.to_string())
+    }
+
+    /// What the classic PHP echo bot answers to `request`.
+    pub fn echo(request: &Value) -> Self {
+        Self::json(json!({ "body": echo_text(request["body"].as_str().unwrap_or("")) }))
+    }
+}
+
+/// The echo bot's answer to `text`.
+pub fn echo_text(text: &str) -> String {
+    format!("Did you say {text}?")
+}
+
+/// One request the webhook received.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub headers: HeaderMap,
+    pub raw: Bytes,
+    /// The body parsed as JSON (`Value::Null` when it was not JSON).
+    pub json: Value,
+}
+
+type Responder = Arc<dyn Fn(&Value) -> Reply + Send + Sync>;
+
+#[derive(Clone)]
+struct HookState {
+    responder: Responder,
+    recorded: Arc<Mutex<Vec<Recorded>>>,
+}
+
+/// A local webhook on 127.0.0.1:0 whose answers a test scripts and which records every request.
+pub struct Hook {
+    pub url: String,
+    recorded: Arc<Mutex<Vec<Recorded>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Hook {
+    pub async fn start(responder: impl Fn(&Value) -> Reply + Send + Sync + 'static) -> Hook {
+        let recorded = Arc::new(Mutex::new(Vec::new()));
+        let state = HookState {
+            responder: Arc::new(responder),
+            recorded: recorded.clone(),
+        };
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(handle_hook))
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind webhook");
+        let port = listener.local_addr().expect("webhook addr").port();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("webhook server");
+        });
+        Hook {
+            url: format!("http://127.0.0.1:{port}/hook"),
+            recorded,
+            task,
+        }
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.recorded.lock().expect("hook lock").clone()
+    }
+
+    /// Waits until at least `n` requests arrived; returns them all.
+    pub async fn wait_requests(&self, n: usize) -> Vec<Recorded> {
+        let ok = wait_until(REPLY_TIMEOUT, || self.requests().len() >= n).await;
+        let got = self.requests();
+        assert!(
+            ok,
+            "the webhook expected {n} request(s) but got {}: {:#?}",
+            got.len(),
+            got.iter().map(|r| &r.json).collect::<Vec<_>>()
+        );
+        got
+    }
+}
+
+impl Drop for Hook {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn handle_hook(State(state): State<HookState>, headers: HeaderMap, raw: Bytes) -> Response {
+    let json = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+    let reply = (state.responder)(&json);
+    state
+        .recorded
+        .lock()
+        .expect("hook lock")
+        .push(Recorded { headers, raw, json });
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    let status = StatusCode::from_u16(reply.status).expect("valid status");
+    let mut response = (status, reply.body).into_response();
+    for (name, value) in &reply.headers {
+        response.headers_mut().insert(
+            header::HeaderName::from_bytes(name.as_bytes()).expect("valid header name"),
+            value.parse().expect("valid header value"),
+        );
+    }
+    match reply.content_type {
+        Some(ct) => {
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                ct.parse().expect("valid content type"),
+            );
+        }
+        None => {
+            response.headers_mut().remove(header::CONTENT_TYPE);
+        }
+    }
+    response
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bridge
+// ---------------------------------------------------------------------------------------------
+
+/// The component-http binary under test, connected to a [`Prosody`].
+pub struct Bridge {
+    child: ChildGuard,
+    dir: TempDir,
+}
+
+impl Bridge {
+    /// Starts the bridge against `prosody` with `hook_url`; `extra` is appended to the generated
+    /// TOML. Returns once Prosody logged the component's successful authentication.
+    pub async fn start(prosody: &Prosody, hook_url: &str, extra: &str) -> Bridge {
+        let dir = tempfile::Builder::new()
+            .prefix("component-http-")
+            .tempdir()
+            .expect("temp dir");
+        let config = format!(
+            "domain = \"{DOMAIN}\"\nserver = \"127.0.0.1:{port}\"\nsecret = \"{COMPONENT_SECRET}\"\ncomponent_post_url = \"{hook_url}\"\n{extra}\n",
+            port = prosody.component_port,
+        );
+        let config_path = dir.path().join("component-http.toml");
+        std::fs::write(&config_path, config).expect("write bridge config");
+        let logins_before = prosody.component_logins();
+        let log = std::fs::File::create(dir.path().join("bridge.log")).expect("bridge log");
+        let child = Command::new(env!("CARGO_BIN_EXE_component-http"))
+            .arg("--config")
+            .arg(&config_path)
+            .arg("run")
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,component_http=debug".into()),
+            )
+            .env_remove("COMPONENT_HTTP_SECRET")
+            .env_remove("COMPONENT_HTTP_CONFIG")
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn component-http");
+        let mut bridge = Bridge {
+            child: ChildGuard::new(child),
+            dir,
+        };
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            if prosody.component_logins() > logins_before {
+                return bridge;
+            }
+            if let Some(status) = bridge.child.exited() {
+                panic!(
+                    "component-http exited with {status} before connecting; its log:\n{}",
+                    tail(&bridge.log_path(), 40)
+                );
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "component-http did not authenticate to Prosody within {STARTUP_TIMEOUT:?}; its log:\n{}",
+                    tail(&bridge.log_path(), 40)
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("bridge.log")
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.exited().is_none()
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "----- component-http log (tail) -----\n{}\n-------------------------------------",
+                tail(&self.log_path(), 60)
+            );
+        }
+    }
+}
+
+/// Prosody, a webhook and the bridge between them: what most tests need.
+pub struct Stack {
+    // Field order is drop order: the bridge goes first, then the hook, then Prosody.
+    pub bridge: Bridge,
+    pub hook: Hook,
+    pub prosody: Prosody,
+}
+
+impl Stack {
+    /// Everything up and connected; `None` (after a notice) when Prosody is not installed.
+    pub async fn start(
+        responder: impl Fn(&Value) -> Reply + Send + Sync + 'static,
+        extra_config: &str,
+    ) -> Option<Stack> {
+        if !require_tool("prosody", "prosody") {
+            return None;
+        }
+        let prosody = Prosody::start().await;
+        let hook = Hook::start(responder).await;
+        let bridge = Bridge::start(&prosody, &hook.url, extra_config).await;
+        Some(Stack {
+            bridge,
+            hook,
+            prosody,
+        })
+    }
+
+    pub async fn client(&self, user: &str) -> XmppClient {
+        self.prosody.client(user).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// XMPP client
+// ---------------------------------------------------------------------------------------------
+
+/// A real XMPP client (plain TCP to the test Prosody), logged in and available.
+pub struct XmppClient {
+    client: Client,
+    pub jid: FullJid,
+    /// Everything received and not yet consumed by a `recv`.
+    pending: VecDeque<Element>,
+}
+
+impl XmppClient {
+    pub async fn connect(c2s_port: u16, user: &str, password: &str) -> XmppClient {
+        let jid = BareJid::from_str(&format!("{user}@{HOST}")).expect("test JID");
+        let mut client = Client::new_plaintext(
+            jid,
+            password.to_owned(),
+            DnsConfig::addr(&format!("127.0.0.1:{c2s_port}")),
+            Timeouts::tight(),
+        );
+        let bound = tokio::time::timeout(REPLY_TIMEOUT, async {
+            loop {
+                match client.next().await {
+                    Some(Event::Online { bound_jid, .. }) => break bound_jid,
+                    Some(Event::Disconnected(error)) => {
+                        panic!("{user} could not log in to Prosody: {error}")
+                    }
+                    Some(Event::Stanza(_)) => {}
+                    None => panic!("{user}: the client stream ended before login"),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{user} did not log in within {REPLY_TIMEOUT:?}"));
+        let jid = bound.try_into_full().expect("a bound JID is a full JID");
+        let mut this = XmppClient {
+            client,
+            jid,
+            pending: VecDeque::new(),
+        };
+        // Initial presence, so presence addressed to the bare JID reaches this resource.
+        this.send_xml("<presence/>").await;
+        this
+    }
+
+    /// Sends one stanza written as XML in the `jabber:client` namespace (no `xmlns` needed).
+    pub async fn send_xml(&mut self, xml: &str) {
+        let element = parse_stanza_xml(xml, "jabber:client");
+        let stanza = Stanza::try_from(element)
+            .unwrap_or_else(|e| panic!("not a stanza the client can send ({e}): {xml}"));
+        tokio::time::timeout(REPLY_TIMEOUT, self.client.send_stanza(stanza))
+            .await
+            .expect("sending timed out")
+            .expect("the client could not send");
+    }
+
+    /// Receives the next stanza for which `matches` holds; other stanzas are kept for later
+    /// calls. Panics with everything seen when nothing matches within `timeout`.
+    pub async fn recv_where(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        matches: impl Fn(&Element) -> bool,
+    ) -> Element {
+        match self.try_recv_where(what, timeout, matches).await {
+            Some(element) => element,
+            None => panic!(
+                "no {what} within {timeout:?}; received meanwhile:\n{}",
+                self.describe_pending()
+            ),
+        }
+    }
+
+    /// Like [`Self::recv_where`], but `None` when nothing matched within `timeout`.
+    pub async fn try_recv_where(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        matches: impl Fn(&Element) -> bool,
+    ) -> Option<Element> {
+        if let Some(index) = self.pending.iter().position(&matches) {
+            return self.pending.remove(index);
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let event = match tokio::time::timeout_at(deadline, self.client.next()).await {
+                Ok(Some(event)) => event,
+                Ok(None) => panic!("the client stream ended while waiting for {what}"),
+                Err(_) => return None,
+            };
+            match event {
+                Event::Stanza(stanza) => {
+                    let element = Element::from(stanza);
+                    if matches(&element) {
+                        return Some(element);
+                    }
+                    self.pending.push_back(element);
+                }
+                Event::Online { .. } => {}
+                Event::Disconnected(error) => {
+                    panic!("the client was disconnected while waiting for {what}: {error}")
+                }
+            }
+        }
+    }
+
+    /// Stanzas received and not consumed yet, for assertions that something did not arrive.
+    pub fn unconsumed(&self) -> &VecDeque<Element> {
+        &self.pending
+    }
+
+    /// The next message from the component's domain (any JID in it).
+    pub async fn recv_message_from_component(&mut self) -> Element {
+        self.recv_where("message from the component", REPLY_TIMEOUT, |e| {
+            e.name() == "message" && from_component(e)
+        })
+        .await
+    }
+
+    /// The iq answering `id`.
+    pub async fn recv_iq(&mut self, id: &str) -> Element {
+        self.recv_where(&format!("iq answer to id {id}"), REPLY_TIMEOUT, |e| {
+            e.name() == "iq" && e.attr("id") == Some(id)
+        })
+        .await
+    }
+
+    /// Sends an iq of `type_` with `payload` (XML) to `to` and returns its answer.
+    pub async fn iq(&mut self, to: &str, type_: &str, id: &str, payload: &str) -> Element {
+        self.send_xml(&format!(
+            "<iq to='{to}' type='{type_}' id='{id}'>{payload}</iq>"
+        ))
+        .await;
+        self.recv_iq(id).await
+    }
+
+    /// Sends a chat message with `body` to `to` and returns the next message from the component.
+    pub async fn chat(&mut self, to: &str, id: &str, body: &str) -> Element {
+        self.send_xml(&format!(
+            "<message to='{to}' type='chat' id='{id}'><body>{}</body></message>",
+            xml_escape(body)
+        ))
+        .await;
+        self.recv_message_from_component().await
+    }
+
+    /// Proves that nothing from the component was answered to what was sent before to `to`:
+    /// sends a marker message to the same JID (same conversation, so delivered after it) and
+    /// asserts that the first message coming back from the component is the marker's echo.
+    /// The hook must answer bodies starting with `marker` like the echo bot.
+    pub async fn assert_nothing_before_marker(&mut self, to: &str, after_what: &str) {
+        let marker = format!("marker-{}", next_marker());
+        let reply = self.chat(to, &marker, &marker).await;
+        assert_eq!(
+            body(&reply).as_deref(),
+            Some(echo_text(&marker).as_str()),
+            "expected no reply to {after_what}, but the component sent: {}",
+            to_xml(&reply)
+        );
+    }
+
+    /// Closes the stream cleanly (bounded in time).
+    pub async fn close(self) {
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.client.send_end()).await;
+    }
+
+    fn describe_pending(&self) -> String {
+        let mut out = String::new();
+        for element in &self.pending {
+            let _ = writeln!(out, "  {}", to_xml(element));
+        }
+        if out.is_empty() {
+            out.push_str("  (nothing)");
+        }
+        out
+    }
+}
+
+fn next_marker() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Parses one stanza written without a namespace as if it were inside a stream whose default
+/// namespace is `ns`.
+pub fn parse_stanza_xml(xml: &str, ns: &str) -> Element {
+    let wrapped = format!("<wrapper xmlns='{ns}'>{xml}</wrapper>");
+    let wrapper =
+        Element::from_str(&wrapped).unwrap_or_else(|e| panic!("not well-formed XML ({e}): {xml}"));
+    let mut children = wrapper.children().cloned();
+    let first = children
+        .next()
+        .unwrap_or_else(|| panic!("no element in: {xml}"));
+    assert!(children.next().is_none(), "more than one element in: {xml}");
+    first
+}
+
+pub fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
+}
+
+pub fn to_xml(element: &Element) -> String {
+    String::from(element)
+}
+
+/// Whether `from` is inside the component's domain.
+pub fn from_component(element: &Element) -> bool {
+    element.attr("from").is_some_and(|from| {
+        let domain_part = from.split('/').next().unwrap_or("");
+        let domain = domain_part.rsplit('@').next().unwrap_or("");
+        domain == DOMAIN
+    })
+}
+
+/// The text of the `<body>` without `xml:lang` (or the first one).
+pub fn body(element: &Element) -> Option<String> {
+    element
+        .children()
+        .find(|c| c.name() == "body")
+        .map(Element::text)
+}
+
+/// A stanza error as seen by the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StanzaErrorInfo {
+    pub type_: String,
+    pub condition: String,
+    pub text: Option<String>,
+    pub by: Option<String>,
+}
+
+pub const STANZAS_NS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+
+/// The `<error/>` child of an error stanza, decoded.
+pub fn stanza_error(element: &Element) -> Option<StanzaErrorInfo> {
+    if element.attr("type") != Some("error") {
+        return None;
+    }
+    let error = element.children().find(|c| c.name() == "error")?;
+    let condition = error
+        .children()
+        .find(|c| c.ns() == STANZAS_NS && c.name() != "text")
+        .map(|c| c.name().to_owned())
+        .unwrap_or_default();
+    let text = error
+        .children()
+        .find(|c| c.ns() == STANZAS_NS && c.name() == "text")
+        .map(Element::text);
+    Some(StanzaErrorInfo {
+        type_: error.attr("type").unwrap_or("").to_owned(),
+        condition,
+        text,
+        by: error.attr("by").map(str::to_owned),
+    })
+}

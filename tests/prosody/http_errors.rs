@@ -1,0 +1,239 @@
+//! A failing hook becomes a stanza error the user sees (SPEC §2, the HTTP error table): the
+//! error comes back to the sender from the addressed JID with the same id, with the table's type,
+//! condition and text, or the hook's short `text/plain` body as text.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{Reply, Stack, StanzaErrorInfo, free_ports, stanza_error, to_xml};
+
+struct Case {
+    /// Message body; the hook picks its answer from it.
+    trigger: &'static str,
+    reply: fn() -> Reply,
+    type_: &'static str,
+    condition: &'static str,
+    text: Option<&'static str>,
+}
+
+const LONG_TEXT: &str = "this plain text answer is far longer than what may become an error text, so the \
+    table's text must be used instead; it goes on and on to pass the limit of two hundred and fifty six \
+    bytes that the specification sets for a text/plain body to be copied into the stanza error's text";
+
+fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            trigger: "404",
+            reply: || Reply::new(404),
+            type_: "cancel",
+            condition: "item-not-found",
+            text: None,
+        },
+        Case {
+            trigger: "503",
+            reply: || Reply::new(503),
+            type_: "wait",
+            condition: "remote-server-timeout",
+            text: Some("Service temporarily unavailable"),
+        },
+        Case {
+            trigger: "429",
+            reply: || Reply::new(429).header("retry-after", "0"),
+            type_: "wait",
+            condition: "resource-constraint",
+            text: Some("Too many requests"),
+        },
+        Case {
+            // Followed, the POST would become a GET of a route that only takes POST (405).
+            trigger: "302",
+            reply: || Reply::new(302).header("location", "/hook"),
+            type_: "cancel",
+            condition: "service-unavailable",
+            text: None,
+        },
+        Case {
+            trigger: "400",
+            reply: || Reply::new(400),
+            type_: "modify",
+            condition: "bad-request",
+            text: None,
+        },
+        Case {
+            trigger: "401",
+            reply: || Reply::new(401),
+            type_: "auth",
+            condition: "not-authorized",
+            text: None,
+        },
+        Case {
+            trigger: "500",
+            reply: || Reply::new(500),
+            type_: "cancel",
+            condition: "internal-server-error",
+            text: None,
+        },
+        Case {
+            trigger: "502",
+            reply: || Reply::new(502),
+            type_: "cancel",
+            condition: "remote-server-timeout",
+            text: Some("Bad gateway"),
+        },
+        Case {
+            trigger: "418",
+            reply: || Reply::new(418),
+            type_: "cancel",
+            condition: "service-unavailable",
+            text: None,
+        },
+        Case {
+            trigger: "404 with text",
+            reply: || {
+                Reply::new(404)
+                    .content_type("text/plain; charset=utf-8")
+                    .body("No bot by that name here")
+            },
+            type_: "cancel",
+            condition: "item-not-found",
+            text: Some("No bot by that name here"),
+        },
+        Case {
+            trigger: "503 with long text",
+            reply: || Reply::new(503).content_type("text/plain").body(LONG_TEXT),
+            type_: "wait",
+            condition: "remote-server-timeout",
+            text: Some("Service temporarily unavailable"),
+        },
+    ]
+}
+
+#[tokio::test]
+async fn hook_failures_become_the_stanza_errors_of_the_table() {
+    let Some(stack) = Stack::start(
+        |request: &Value| {
+            let trigger = request["body"].as_str().unwrap_or("");
+            cases()
+                .into_iter()
+                .find(|case| case.trigger == trigger)
+                .map_or_else(|| Reply::new(599), |case| (case.reply)())
+        },
+        "",
+    )
+    .await
+    else {
+        return;
+    };
+    let mut user = stack.client("user1").await;
+    let me = user.jid.to_string();
+
+    let mut wrong = Vec::new();
+    for (n, case) in cases().iter().enumerate() {
+        let id = format!("http-{n}");
+        let reply = user.chat("echo@bot.localhost", &id, case.trigger).await;
+        let expected = (case.type_, case.condition, case.text);
+        let Some(error) = stanza_error(&reply) else {
+            wrong.push(format!(
+                "{}: not an error: {}",
+                case.trigger,
+                to_xml(&reply)
+            ));
+            continue;
+        };
+        let got = (
+            error.type_.as_str(),
+            error.condition.as_str(),
+            error.text.as_deref(),
+        );
+        if got != expected
+            || reply.attr("id") != Some(id.as_str())
+            || reply.attr("from") != Some("echo@bot.localhost")
+            || reply.attr("to") != Some(me.as_str())
+            || !by_is_the_component(&error)
+        {
+            wrong.push(format!(
+                "{}: expected {expected:?} with id {id}, from echo@bot.localhost, a `by` in the domain; got {}",
+                case.trigger,
+                to_xml(&reply)
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "wrong stanza errors:\n{}",
+        wrong.join("\n")
+    );
+}
+
+fn by_is_the_component(error: &StanzaErrorInfo) -> bool {
+    error.by.as_deref().is_some_and(|by| {
+        by.split('/')
+            .next()
+            .is_some_and(|b| b.ends_with("bot.localhost"))
+    })
+}
+
+#[tokio::test]
+async fn an_unreachable_hook_is_a_connection_failure() {
+    if !crate::harness::require_tool("prosody", "prosody") {
+        return;
+    }
+    let prosody = crate::harness::Prosody::start().await;
+    // Nothing listens there any more.
+    let [closed] = free_ports::<1>();
+    let _bridge =
+        crate::harness::Bridge::start(&prosody, &format!("http://127.0.0.1:{closed}/hook"), "")
+            .await;
+    let mut user = prosody.client("user1").await;
+
+    let reply = user
+        .chat("echo@bot.localhost", "refused-1", "anyone?")
+        .await;
+
+    let error = stanza_error(&reply).unwrap_or_else(|| panic!("an error: {}", to_xml(&reply)));
+    assert_eq!(
+        (
+            error.type_.as_str(),
+            error.condition.as_str(),
+            error.text.as_deref()
+        ),
+        (
+            "cancel",
+            "remote-server-timeout",
+            Some("Connection failure")
+        ),
+        "{}",
+        to_xml(&reply)
+    );
+    assert_eq!(reply.attr("id"), Some("refused-1"));
+    assert_eq!(reply.attr("from"), Some("echo@bot.localhost"));
+}
+
+#[tokio::test]
+async fn a_hook_slower_than_the_timeout_is_a_timeout() {
+    let Some(stack) = Stack::start(
+        |request: &Value| Reply::echo(request).delay(Duration::from_secs(4)),
+        "[webhook]\ntimeout = \"1s\"",
+    )
+    .await
+    else {
+        return;
+    };
+    let mut user = stack.client("user1").await;
+
+    let reply = user
+        .chat("echo@bot.localhost", "slow-1", "still there?")
+        .await;
+
+    let error = stanza_error(&reply).unwrap_or_else(|| panic!("an error: {}", to_xml(&reply)));
+    assert_eq!(
+        (
+            error.type_.as_str(),
+            error.condition.as_str(),
+            error.text.as_deref()
+        ),
+        ("wait", "remote-server-timeout", Some("Timeout")),
+        "{}",
+        to_xml(&reply)
+    );
+}

@@ -1,0 +1,17 @@
+//! End-to-end tests through a real Prosody and a real XMPP client library: a user logs in,
+//! talks to JIDs of the component's domain, and sees what the webhook made of it.
+//!
+//! Each test starts its own Prosody, webhook and bridge on free loopback ports (see
+//! [`harness`]). Without Prosody installed the tests are skipped with a notice, unless `CI=true`,
+//! where they fail.
+
+mod builtin;
+mod echo;
+mod harness;
+mod harness_check;
+mod http_errors;
+mod payload;
+mod php;
+mod reconnect;
+mod responses;
+mod unicode;
