@@ -9,9 +9,10 @@ use std::time::Duration;
 pub const DEFAULT_MAX_STANZA_BYTES: usize = 256 * 1024;
 /// Deepest element nesting inside one stanza (SPEC §1).
 pub const DEFAULT_MAX_DEPTH: usize = 64;
-/// Longest single XML token (name, attribute value, text chunk) the lexer buffers.
-/// Longer text is split into several events; longer names or attribute values are refused.
-pub const MAX_XML_TOKEN_BYTES: usize = 64 * 1024;
+/// The lexer buffers one XML token (name, attribute value, text chunk) of up to the stanza
+/// limit plus this slack, so that an overlong token meets the stanza limit (policy-violation)
+/// rather than the lexer's own (which would read as restricted XML).
+pub const XML_TOKEN_SLACK_BYTES: usize = 1024;
 /// Bytes read from the socket per read call.
 pub const READ_CHUNK_BYTES: usize = 16 * 1024;
 /// Queued stanzas are written together up to about this many bytes per write.

@@ -196,8 +196,7 @@ fn json_reply(original: &Stanza, body: &[u8], limits: ReadLimits) -> Verdict {
             None => hook_error("the `stanza` field is not a string".into()),
         };
     }
-    let text = |key: &str| object.get(key).and_then(Value::as_str);
-    let kind = match text("kind") {
+    let kind = match field(&object, "kind") {
         None => None,
         Some(name) => match Kind::parse(name) {
             Some(kind) => Some(kind),
@@ -212,7 +211,7 @@ fn json_reply(original: &Stanza, body: &[u8], limits: ReadLimits) -> Verdict {
         Some(Kind::Iq) => iq_reply(original, &object, limits),
         Some(Kind::Presence) => Verdict::ok(Decision::Send(presence_reply(original, &object))),
         Some(Kind::Message) | None => {
-            if text("body").is_none() && text("subject").is_none() {
+            if field(&object, "body").is_none() && field(&object, "subject").is_none() {
                 return unusable(
                     original,
                     "the JSON response has no `body`, `subject`, `kind` or `stanza`",
@@ -223,6 +222,17 @@ fn json_reply(original: &Stanza, body: &[u8], limits: ReadLimits) -> Verdict {
     }
 }
 
+/// A string field of the hook's JSON object. Its text is used as given: a character XML
+/// forbids makes the outbound check refuse the whole reply, with a warning, rather than
+/// silently sending something the hook did not write.
+fn field<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    object.get(key).and_then(Value::as_str)
+}
+
+fn text_child(name: &str, text: &str) -> Element {
+    Element::builder(name, NS_COMPONENT).append(text).build()
+}
+
 /// Starts a reply element with `to`, `from` and `id` taken from the object or defaulted from
 /// the original (addresses swapped, id copied).
 fn reply_base(
@@ -231,27 +241,26 @@ fn reply_base(
     object: &Map<String, Value>,
     default_to: Option<String>,
 ) -> Element {
-    let text = |key: &str| {
-        object
-            .get(key)
-            .and_then(Value::as_str)
-            .map(|v| xml_safe(v).into_owned())
-    };
     let mut element = Element::bare(name, NS_COMPONENT);
     let fields = [
         (
             "to",
-            text("to")
+            field(object, "to")
+                .map(str::to_owned)
                 .or(default_to)
                 .or_else(|| original.from().map(str::to_owned)),
         ),
         (
             "from",
-            text("from").or_else(|| original.to().map(str::to_owned)),
+            field(object, "from")
+                .or_else(|| original.to())
+                .map(str::to_owned),
         ),
         (
             "id",
-            text("id").or_else(|| original.id().map(str::to_owned)),
+            field(object, "id")
+                .or_else(|| original.id())
+                .map(str::to_owned),
         ),
     ];
     for (name, value) in fields {
@@ -266,19 +275,11 @@ fn message_reply(original: &Stanza, object: &Map<String, Value>) -> Element {
     let groupchat = original.kind == Kind::Message && original.type_() == Some("groupchat");
     let room = groupchat.then(|| original.from().and_then(bare)).flatten();
     let mut element = reply_base("message", original, object, room);
-    let type_ = object
-        .get("type")
-        .and_then(Value::as_str)
-        .map(|t| xml_safe(t).into_owned())
-        .unwrap_or_else(|| if groupchat { "groupchat" } else { "chat" }.to_owned());
+    let type_ = field(object, "type").unwrap_or(if groupchat { "groupchat" } else { "chat" });
     element.set_attr(rxml::Namespace::NONE, ncname("type"), type_);
     for key in ["subject", "body"] {
-        if let Some(value) = object.get(key).and_then(Value::as_str) {
-            element.append_child(
-                Element::builder(key, NS_COMPONENT)
-                    .append(xml_safe(value).into_owned())
-                    .build(),
-            );
+        if let Some(text) = field(object, key) {
+            element.append_child(text_child(key, text));
         }
     }
     element
@@ -286,20 +287,12 @@ fn message_reply(original: &Stanza, object: &Map<String, Value>) -> Element {
 
 fn presence_reply(original: &Stanza, object: &Map<String, Value>) -> Element {
     let mut element = reply_base("presence", original, object, None);
-    if let Some(type_) = object.get("type").and_then(Value::as_str) {
-        element.set_attr(
-            rxml::Namespace::NONE,
-            ncname("type"),
-            xml_safe(type_).into_owned(),
-        );
+    if let Some(type_) = field(object, "type") {
+        element.set_attr(rxml::Namespace::NONE, ncname("type"), type_);
     }
     for (key, child) in [("show", "show"), ("body", "status"), ("status", "status")] {
-        if let Some(value) = object.get(key).and_then(Value::as_str) {
-            element.append_child(
-                Element::builder(child, NS_COMPONENT)
-                    .append(xml_safe(value).into_owned())
-                    .build(),
-            );
+        if let Some(text) = field(object, key) {
+            element.append_child(text_child(child, text));
         }
     }
     element
@@ -567,6 +560,21 @@ mod tests {
             ReadLimits::default(),
         );
         assert!(matches!(verdict.decision, Decision::Bounce(_)));
+    }
+
+    #[test]
+    fn a_character_xml_forbids_makes_the_reply_refused_not_altered() {
+        let reply = sent(decide(
+            &chat(),
+            &response(200, "application/json", r#"{"body":"a\u0001b"}"#),
+            ReadLimits::default(),
+        ));
+        assert_eq!(body_of(&reply), "a\u{1}b");
+        let refused = crate::xmpp::stanza::Outbound::check(reply, "bot.localhost", 4096);
+        assert_eq!(
+            refused.unwrap_err(),
+            crate::xmpp::stanza::OutboundError::InvalidCharacter(1)
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::limits;
 
 pub const NS_STREAMS: &str = "http://etherx.jabber.org/streams";
 pub const NS_COMPONENT: &str = "jabber:component:accept";
+const DOCTYPE: &[u8] = b"<!DOCTYPE";
 
 /// Bounds applied while reading.
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +67,8 @@ pub enum Frame {
 pub enum CodecError {
     #[error("XML refused: {0}")]
     NotWellFormed(String),
+    #[error("XML refused: {0} (restricted XML: no DTD, processing instruction or comment)")]
+    RestrictedXml(String),
     #[error("a stanza exceeds {limit} bytes (max_stanza_bytes)")]
     StanzaTooLarge { limit: usize },
     #[error("a stanza nests elements deeper than {limit} (max_depth)")]
@@ -79,6 +82,7 @@ impl CodecError {
     pub fn stream_condition(&self) -> &'static str {
         match self {
             CodecError::NotWellFormed(_) => "not-well-formed",
+            CodecError::RestrictedXml(_) => "restricted-xml",
             CodecError::StanzaTooLarge { .. } | CodecError::TooDeep { .. } => "policy-violation",
             CodecError::BadRoot(_) => "invalid-namespace",
         }
@@ -107,7 +111,11 @@ pub struct StreamReader {
 impl StreamReader {
     pub fn new(limits: ReadLimits) -> Self {
         let options = Options {
-            max_token_length: limits::MAX_XML_TOKEN_BYTES.min(limits.max_stanza_bytes.max(1)),
+            // A token (e.g. an attribute value) may be as long as a whole stanza; the stanza
+            // limit, checked on every consumed byte, fires first.
+            max_token_length: limits
+                .max_stanza_bytes
+                .saturating_add(limits::XML_TOKEN_SLACK_BYTES),
             ..Options::default()
         };
         Self {
@@ -163,8 +171,20 @@ impl StreamReader {
                 Ok(Some(event)) => event,
                 Ok(None) => return Ok(None),
                 Err(EndOrError::NeedMoreData) => return Ok(None),
+                Err(EndOrError::Error(error @ rxml::Error::RestrictedXml(_))) => {
+                    return Err(CodecError::RestrictedXml(error.to_string()));
+                }
                 Err(EndOrError::Error(error)) => {
-                    return Err(CodecError::NotWellFormed(error.to_string()));
+                    // rxml reports a DTD as a syntax error; RFC 6120 §11.1 names it restricted.
+                    let tail = &self.unaccounted[self.unaccounted.len().saturating_sub(64)..];
+                    let head = &self.input[..self.input.len().min(64)];
+                    let around = [tail, head].concat();
+                    let at_doctype = around.windows(DOCTYPE.len()).any(|w| w == DOCTYPE);
+                    return Err(if at_doctype {
+                        CodecError::RestrictedXml(format!("a document type declaration ({error})"))
+                    } else {
+                        CodecError::NotWellFormed(error.to_string())
+                    });
                 }
             };
             if let Some(frame) = self.handle(event)? {
@@ -211,8 +231,14 @@ impl StreamReader {
                 self.build(event)?;
                 Ok(None)
             }
-            RawEvent::Attribute(..) => {
-                self.account(&event, self.depth >= 2);
+            RawEvent::Attribute(_, (prefix, name), value) => {
+                // A server may repeat the stream's default namespace on each stanza; the raw
+                // text promises XML without it, like every other stanza.
+                let redundant = self.depth == 2
+                    && prefix.is_none()
+                    && name.as_str() == "xmlns"
+                    && value == NS_COMPONENT;
+                self.account(&event, self.depth >= 2 && !redundant);
                 self.build(event)?;
                 Ok(None)
             }
@@ -428,7 +454,10 @@ mod tests {
         for _ in 0..200_000 {
             reader.feed(b" ");
             read_all(&mut reader).unwrap();
-            assert!(reader.unaccounted.len() <= limits::MAX_XML_TOKEN_BYTES);
+            assert!(
+                reader.unaccounted.len()
+                    <= limits::DEFAULT_MAX_STANZA_BYTES + limits::XML_TOKEN_SLACK_BYTES
+            );
         }
         reader.feed(b"<message to='bot.localhost' from='a@b'/>");
         let frames = read_all(&mut reader).unwrap();
@@ -494,11 +523,28 @@ mod tests {
     }
 
     #[test]
-    fn restricted_xml_is_refused() {
+    fn restricted_xml_is_refused_as_such() {
         for bad in [
             "<!DOCTYPE foo [<!ENTITY x 'y'>]>",
             "<message to='a' from='b'><?pi x?></message>",
             "<message to='a' from='b'><!-- c --></message>",
+            "<!-- c --><message to='a' from='b'/>",
+        ] {
+            let mut reader = StreamReader::new(ReadLimits::default());
+            reader.feed(HEADER.as_bytes());
+            reader.feed(bad.as_bytes());
+            let result = read_all(&mut reader);
+            assert!(
+                matches!(result, Err(CodecError::RestrictedXml(_))),
+                "{bad:?} gave {result:?}"
+            );
+            assert_eq!(result.unwrap_err().stream_condition(), "restricted-xml");
+        }
+    }
+
+    #[test]
+    fn malformed_xml_is_refused() {
+        for bad in [
             "<message to='a' from='b'>&x;</message>",
             "<message to='a' from='b'></mess>",
             "<message to='a' from='b'><u:x/></message>",
@@ -522,8 +568,52 @@ mod tests {
         reader.feed(b"<?xml version='1.0'?><!DOCTYPE stream:stream><stream:stream>");
         assert!(matches!(
             read_all(&mut reader),
-            Err(CodecError::NotWellFormed(_))
+            Err(CodecError::RestrictedXml(_))
         ));
+    }
+
+    #[test]
+    fn a_long_attribute_within_the_stanza_limit_is_read_and_a_longer_one_hits_the_limit() {
+        let limits = ReadLimits {
+            max_stanza_bytes: 200 * 1024,
+            max_depth: 64,
+        };
+        let mut reader = StreamReader::new(limits);
+        reader.feed(HEADER.as_bytes());
+        let value = "v".repeat(150 * 1024);
+        reader.feed(format!("<message to='a@bot' from='b@c' x='{value}'/>").as_bytes());
+        let frames = read_all(&mut reader).unwrap();
+        assert_eq!(
+            elements(&frames)[0].element.attr("x").map(str::len),
+            Some(value.len())
+        );
+        reader.feed(b"<message to='a@bot' from='b@c' x='");
+        let mut result = Ok(Vec::new());
+        for _ in 0..300 {
+            reader.feed(&[b'v'; 1024]);
+            result = read_all(&mut reader);
+            if result.is_err() {
+                break;
+            }
+        }
+        assert_eq!(
+            result.unwrap_err(),
+            CodecError::StanzaTooLarge { limit: 200 * 1024 }
+        );
+    }
+
+    #[test]
+    fn a_redundant_stream_namespace_is_left_out_of_the_raw_text() {
+        let mut reader = StreamReader::new(ReadLimits::default());
+        reader.feed(HEADER.as_bytes());
+        reader.feed(b"<message xmlns='jabber:component:accept' to='a@bot' from='b@c'><x xmlns='urn:x'/></message>");
+        let frames = read_all(&mut reader).unwrap();
+        let read = elements(&frames)[0];
+        assert_eq!(
+            read.raw,
+            "<message to='a@bot' from='b@c'><x xmlns='urn:x'/></message>"
+        );
+        assert_eq!(read.element.ns(), NS_COMPONENT);
     }
 
     #[test]

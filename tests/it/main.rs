@@ -1,0 +1,21 @@
+//! Integration tests of the `component-http` binary over real sockets: a scripted XEP-0114
+//! server on one side, a scripted webhook on the other, the bridge process in between with a
+//! generated configuration. One module per behaviour; the fixtures live in `helpers`.
+
+mod helpers;
+
+mod builtin;
+mod config;
+mod handshake;
+mod http_errors;
+mod keepalive;
+mod limits;
+mod malformed;
+mod ordering;
+mod outbound;
+mod reconnect;
+mod replies;
+mod request;
+mod restricted_xml;
+mod shutdown;
+mod tls;

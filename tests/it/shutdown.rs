@@ -1,0 +1,78 @@
+//! A clean stop (SPEC §7): on SIGTERM or SIGINT the bridge lets deliveries in flight finish,
+//! writes their replies, closes the stream, and exits 0.
+
+use std::time::Duration;
+
+use crate::helpers::*;
+
+const ECHO: &str = "echo@bot.localhost";
+
+async fn stop_with(signal: &str) {
+    let hook_delay = Duration::from_millis(1500);
+    let mut stack = Stack::start(move |r: &Request| Reply::echo(r).delay(hook_delay), |c| c).await;
+    stack
+        .conn
+        .send(&chat(
+            "alice@localhost/phone",
+            ECHO,
+            "inflight",
+            "wait for me",
+        ))
+        .await;
+    stack.hook.wait_requests(1).await;
+
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(stack.bridge.pid().to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+
+    let reply = stack.conn.with_id("inflight").await;
+    assert_echo(&reply, "wait for me");
+    let ending = stack.conn.ended().await;
+    assert!(
+        ending.close_tag,
+        "the bridge closes the stream on its way out"
+    );
+    assert!(
+        ending.stream_error.is_none(),
+        "a clean stop is not a stream error"
+    );
+    let status = stack
+        .bridge
+        .exit_within(WAIT)
+        .await
+        .unwrap_or_else(|| panic!("the bridge did not exit within {WAIT:?} of SIG{signal}"));
+    assert_eq!(status.code(), Some(0), "a clean stop exits 0");
+    assert_eq!(stack.server.connections(), 1, "no reconnect after a stop");
+}
+
+#[tokio::test]
+async fn sigterm_finishes_deliveries_in_flight_then_exits_0() {
+    stop_with("TERM").await;
+}
+
+#[tokio::test]
+async fn sigint_finishes_deliveries_in_flight_then_exits_0() {
+    stop_with("INT").await;
+}
+
+#[tokio::test]
+async fn an_idle_bridge_stops_at_once() {
+    let mut stack = Stack::echo().await;
+    let started = tokio::time::Instant::now();
+    stack.bridge.terminate();
+    let status = stack
+        .bridge
+        .exit_within(WAIT)
+        .await
+        .expect("the bridge exits");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "nothing in flight: the stop must not wait for the drain limit ({:?})",
+        started.elapsed()
+    );
+    assert!(stack.conn.ended().await.close_tag);
+}
