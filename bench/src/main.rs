@@ -4,6 +4,7 @@
 //! Isolated mode: this harness is the XMPP server and the webhook. End-to-end mode: real XMPP
 //! clients send through a real Prosody. Each mode has a ceiling row for comparison.
 
+mod e2e;
 mod hook;
 mod isolated;
 mod process;
@@ -28,12 +29,17 @@ struct Args {
     /// Messages per isolated fast-hook row.
     #[arg(long, default_value_t = 100_000)]
     messages: usize,
+    /// Skip the end-to-end rows through Prosody.
+    #[arg(long)]
+    no_prosody: bool,
 }
 
 struct Scale {
     fast: usize,
     slow: usize,
     stalled: usize,
+    /// Messages per client in the end-to-end rows (20 clients).
+    per_client: usize,
 }
 
 #[tokio::main]
@@ -44,12 +50,14 @@ async fn main() -> anyhow::Result<()> {
             fast: 2_000,
             slow: 500,
             stalled: 5_000,
+            per_client: 20,
         }
     } else {
         Scale {
             fast: args.messages,
             slow: args.messages / 5,
             stalled: 100_000,
+            per_client: 2_000,
         }
     };
     let mut rows = Vec::new();
@@ -65,53 +73,81 @@ async fn main() -> anyhow::Result<()> {
         senders: 100,
         window: 512,
     };
-    rows.push(Row {
-        mode: "isolated",
-        name: "ceiling: HTTP client loop only, fast hook".into(),
-        measured: isolated::http_only(&fast_hook, load).await?,
-    });
+    record(
+        &mut rows,
+        Row {
+            mode: "isolated",
+            name: "ceiling: HTTP client loop only, fast hook".into(),
+            measured: isolated::http_only(&fast_hook, load).await?,
+        },
+    );
     let (measured, idle_rss) = bridge_row(&fast_hook, "none", load).await?;
-    rows.push(Row {
-        mode: "isolated",
-        name: "bridge, ordering=none, fast hook, 100 senders".into(),
-        measured,
-    });
+    record(
+        &mut rows,
+        Row {
+            mode: "isolated",
+            name: "bridge, ordering=none, fast hook, 100 senders".into(),
+            measured,
+        },
+    );
     let (measured, _) = bridge_row(&fast_hook, "conversation", load).await?;
-    rows.push(Row {
-        mode: "isolated",
-        name: "bridge, ordering=conversation, fast hook, 100 senders".into(),
-        measured,
-    });
+    record(
+        &mut rows,
+        Row {
+            mode: "isolated",
+            name: "bridge, ordering=conversation, fast hook, 100 senders".into(),
+            measured,
+        },
+    );
     let slow = Load {
         messages: scale.slow,
         senders: 100,
         window: 512,
     };
     let (measured, _) = bridge_row(&slow_hook, "none", slow).await?;
-    rows.push(Row {
-        mode: "isolated",
-        name: "bridge, ordering=none, hook 10 ms, 100 senders".into(),
-        measured,
-    });
+    record(
+        &mut rows,
+        Row {
+            mode: "isolated",
+            name: "bridge, ordering=none, hook 10 ms, 100 senders".into(),
+            measured,
+        },
+    );
     let (measured, _) = bridge_row(&slow_hook, "conversation", slow).await?;
-    rows.push(Row {
-        mode: "isolated",
-        name: "bridge, ordering=conversation, hook 10 ms, 100 senders".into(),
-        measured,
-    });
+    record(
+        &mut rows,
+        Row {
+            mode: "isolated",
+            name: "bridge, ordering=conversation, hook 10 ms, 100 senders".into(),
+            measured,
+        },
+    );
     let one_sender = Load {
         messages: scale.slow / 10,
         senders: 1,
         window: 64,
     };
     let (measured, _) = bridge_row(&slow_hook, "conversation", one_sender).await?;
-    rows.push(Row {
-        mode: "isolated",
-        name: "bridge, ordering=conversation, hook 10 ms, 1 sender".into(),
-        measured,
-    });
+    record(
+        &mut rows,
+        Row {
+            mode: "isolated",
+            name: "bridge, ordering=conversation, hook 10 ms, 1 sender".into(),
+            measured,
+        },
+    );
 
     let (written, stalled_rss) = stalled_row(scale.stalled).await?;
+
+    if args.no_prosody {
+        println!("(end-to-end rows skipped: --no-prosody)");
+    } else if !e2e::prosody_available() {
+        anyhow::bail!(
+            "prosody is not installed: install Debian's prosody package, or pass --no-prosody"
+        );
+    } else {
+        e2e_rows(&mut rows, &fast_hook, scale.per_client).await?;
+    }
 
     report::print_table(&rows);
     println!();
@@ -122,6 +158,17 @@ async fn main() -> anyhow::Result<()> {
     );
     print_targets(&rows, idle_rss, stalled_rss);
     Ok(())
+}
+
+/// Adds a finished row, telling the person waiting which one it was.
+fn record(rows: &mut Vec<Row>, row: Row) {
+    eprintln!(
+        "done: {} / {} ({:.0} stanzas/s)",
+        row.mode,
+        row.name,
+        row.measured.per_second()
+    );
+    rows.push(row);
 }
 
 /// One bridge run: spawn, accept, drive, measure the bridge's CPU and memory.
@@ -143,6 +190,60 @@ async fn bridge_row(hook_url: &str, ordering: &str, load: Load) -> anyhow::Resul
     measured.cpu_seconds = Some(after.cpu_seconds - before.cpu_seconds);
     measured.peak_rss_kib = Some(after.peak_rss_kib);
     Ok((measured, before.rss_kib))
+}
+
+/// Through a real Prosody: the trivial component's ceiling, then the bridge with each ordering.
+async fn e2e_rows(rows: &mut Vec<Row>, hook_url: &str, per_client: usize) -> anyhow::Result<()> {
+    const CLIENTS: usize = 20;
+    const WINDOW: usize = 10;
+    eprintln!("starting Prosody for the end-to-end rows");
+    let prosody = e2e::Prosody::start(CLIENTS).await?;
+    let component = e2e::trivial_component(prosody.component_port).await?;
+    eprintln!("trivial component connected; waiting until Prosody routes to it");
+    e2e::wait_routed(prosody.c2s_port).await?;
+    let prosody_before = process::ProcStats::of(prosody.pid);
+    let mut measured = e2e::drive_clients(prosody.c2s_port, CLIENTS, per_client, WINDOW).await?;
+    measured.cpu_seconds =
+        Some(process::ProcStats::of(prosody.pid).cpu_seconds - prosody_before.cpu_seconds);
+    record(
+        rows,
+        Row {
+            mode: "prosody",
+            name: format!(
+                "ceiling: trivial component, {CLIENTS} clients × window {WINDOW} (CPU: Prosody)"
+            ),
+            measured,
+        },
+    );
+    component.abort();
+    for ordering in ["conversation", "none"] {
+        let bridge = Bridge::spawn(&BridgeOptions {
+            server: format!("127.0.0.1:{}", prosody.component_port),
+            secret: e2e::SECRET,
+            hook_url: hook_url.to_owned(),
+            ordering,
+            max_in_flight: 256,
+            hook_timeout: Duration::from_secs(15),
+        })?;
+        e2e::wait_routed(prosody.c2s_port).await?;
+        let before = bridge.stats();
+        let mut measured =
+            e2e::drive_clients(prosody.c2s_port, CLIENTS, per_client, WINDOW).await?;
+        let after = bridge.stats();
+        measured.cpu_seconds = Some(after.cpu_seconds - before.cpu_seconds);
+        measured.peak_rss_kib = Some(after.peak_rss_kib);
+        record(
+            rows,
+            Row {
+                mode: "prosody",
+                name: format!(
+                    "bridge, ordering={ordering}, fast hook, {CLIENTS} clients × window {WINDOW}"
+                ),
+                measured,
+            },
+        );
+    }
+    Ok(())
 }
 
 /// Pushes stanzas at a hook that never answers: the bridge must stop reading, not buffer.
@@ -172,7 +273,12 @@ fn print_targets(rows: &[Row], idle_rss_kib: u64, stalled_rss_kib: u64) {
     };
     let ceiling = rate("ceiling: HTTP");
     let none = rate("bridge, ordering=none, fast");
-    let conversation = rate("bridge, ordering=conversation, fast");
+    let conversation = rate("bridge, ordering=conversation, fast hook, 100");
+    let row = |name: &str| {
+        rows.iter()
+            .find(|r| r.name.starts_with(name))
+            .map(|r| &r.measured)
+    };
     let check = |ok: bool| if ok { "met" } else { "MISSED" };
     println!();
     println!("targets:");
@@ -189,6 +295,25 @@ fn print_targets(rows: &[Row], idle_rss_kib: u64, stalled_rss_kib: u64) {
         "- isolated, ordering=conversation, 100 senders ≥ 20,000/s: {conversation:.0}/s — {}",
         check(conversation >= 20_000.0)
     );
+    if let (Some(ceiling), Some(bridge)) = (
+        row("ceiling: trivial component"),
+        row("bridge, ordering=conversation, fast hook, 20"),
+    ) {
+        let ratio = bridge.per_second() / ceiling.per_second().max(1.0);
+        println!(
+            "- through Prosody, bridge ≥ 0.85 × trivial-component ceiling ({:.0}/s): {:.0}/s, ratio {ratio:.2} — {}",
+            ceiling.per_second(),
+            bridge.per_second(),
+            check(ratio >= 0.85)
+        );
+        let (p99, ceiling_p99) = (bridge.percentile(0.99), ceiling.percentile(0.99));
+        println!(
+            "- through Prosody, bridge p99 ≤ 2 × ceiling p99 ({:.2} ms): {:.2} ms — {}",
+            ceiling_p99.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3,
+            check(p99 <= ceiling_p99 * 2)
+        );
+    }
     println!(
         "- idle RSS ≤ 30 MiB: {:.1} MiB — {}",
         idle_rss_kib as f64 / 1024.0,

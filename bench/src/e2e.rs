@@ -1,0 +1,303 @@
+//! End-to-end mode: K real XMPP clients (tokio-xmpp) send messages through a real Prosody to
+//! `echo@bot.localhost`, each keeping a window of replies outstanding, and time every reply.
+//! What answers is either the bridge (with the fast hook behind it) or, for the ceiling row, a
+//! trivial component written here that answers every message itself, without HTTP: the most
+//! any external component can get through that server on this machine.
+
+use std::net::TcpListener as StdListener;
+use std::process::Stdio;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use component_http::xmpp::codec::{self, Frame, ReadLimits, StreamReader};
+use component_http::xmpp::handshake;
+use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio_xmpp::connect::DnsConfig;
+use tokio_xmpp::jid::BareJid;
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::stanza::Stanza;
+use tokio_xmpp::xmlstream::Timeouts;
+use tokio_xmpp::{Client, Event};
+
+use crate::report::Measured;
+
+pub const SECRET: &str = "bench-throwaway-secret";
+const PASSWORD: &str = "bench-throwaway-password";
+
+/// A throwaway Prosody on loopback with `users` accounts and `Component "bot.localhost"`.
+pub struct Prosody {
+    _child: Child,
+    _dir: tempfile::TempDir,
+    pub c2s_port: u16,
+    pub component_port: u16,
+    pub pid: u32,
+}
+
+/// Whether a `prosody` executable is on the PATH (`prosody` has no harmless flag to probe with:
+/// any invocation starts a server).
+pub fn prosody_available() -> bool {
+    std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).any(|dir| dir.join("prosody").is_file()))
+        .unwrap_or(false)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(StdListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl Prosody {
+    pub async fn start(users: usize) -> anyhow::Result<Prosody> {
+        let dir = tempfile::tempdir()?;
+        let (c2s_port, component_port) = (free_port()?, free_port()?);
+        let data = dir.path().join("data");
+        let accounts = data.join("localhost").join("accounts");
+        std::fs::create_dir_all(&accounts)?;
+        std::fs::create_dir_all(dir.path().join("certs"))?;
+        for user in 0..users {
+            // Prosody's internal_plain storage: one Lua table per account.
+            std::fs::write(
+                accounts.join(format!("bench{user}.dat")),
+                format!("return {{ [\"password\"] = \"{PASSWORD}\"; }};\n"),
+            )?;
+        }
+        let config = format!(
+            r#"daemonize = false
+pidfile = "{dir}/prosody.pid"
+data_path = "{data}"
+certificates = "{dir}/certs"
+log = {{ warn = "{dir}/prosody.log" }}
+interfaces = {{ "127.0.0.1" }}
+c2s_ports = {{ {c2s_port} }}
+c2s_direct_tls_ports = {{ }}
+component_ports = {{ {component_port} }}
+component_interfaces = {{ "127.0.0.1" }}
+http_ports = {{ }}
+https_ports = {{ }}
+modules_enabled = {{ "roster"; "saslauth"; "disco"; "ping" }}
+modules_disabled = {{ "s2s"; "posix" }}
+c2s_require_encryption = false
+allow_unencrypted_plain_auth = true
+authentication = "internal_plain"
+VirtualHost "localhost"
+Component "bot.localhost"
+    component_secret = "{SECRET}"
+"#,
+            dir = dir.path().display(),
+            data = data.display(),
+        );
+        let config_path = dir.path().join("prosody.cfg.lua");
+        std::fs::write(&config_path, config)?;
+        let child = Command::new("prosody")
+            .arg("--config")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start prosody")?;
+        let pid = child.id().unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", c2s_port)).await.is_err()
+            || TcpStream::connect(("127.0.0.1", component_port))
+                .await
+                .is_err()
+        {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "Prosody did not open its ports within 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Prosody {
+            _child: child,
+            _dir: dir,
+            c2s_port,
+            component_port,
+            pid,
+        })
+    }
+}
+
+/// The ceiling's component: authenticates, then answers every message with the echo bot's reply.
+pub async fn trivial_component(
+    port: u16,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+    tcp.set_nodelay(true)?;
+    tcp.write_all(codec::stream_header("bot.localhost").as_bytes())
+        .await?;
+    let mut reader = StreamReader::new(ReadLimits::default());
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut authenticated = false;
+    while !authenticated {
+        let n = tcp.read(&mut buf).await?;
+        anyhow::ensure!(n > 0, "Prosody closed the component connection");
+        reader.feed(&buf[..n]);
+        while let Some(frame) = reader.next_frame()? {
+            match frame {
+                Frame::Open(header) => {
+                    let id = header.id.context("no stream id")?;
+                    tcp.write_all(handshake::handshake_element(&id, SECRET).as_bytes())
+                        .await?;
+                }
+                Frame::Element(e) if e.element.name() == "handshake" => authenticated = true,
+                other => anyhow::bail!("unexpected before the handshake: {other:?}"),
+            }
+        }
+    }
+    Ok(tokio::spawn(async move {
+        let mut out = String::new();
+        loop {
+            let n = tcp.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            reader.feed(&buf[..n]);
+            out.clear();
+            while let Some(frame) = reader.next_frame()? {
+                let Frame::Element(read) = frame else {
+                    continue;
+                };
+                let e = &read.element;
+                if e.name() != "message" || e.attr("type") == Some("error") {
+                    continue;
+                }
+                let body = e
+                    .children()
+                    .find(|c| c.name() == "body")
+                    .map(|b| b.text())
+                    .unwrap_or_default();
+                out.push_str(&format!(
+                    "<message to='{}' from='{}' type='chat' id='{}'><body>Did you say {}?</body></message>",
+                    codec::escape_attr(e.attr("from").unwrap_or_default()),
+                    codec::escape_attr(e.attr("to").unwrap_or_default()),
+                    codec::escape_attr(e.attr("id").unwrap_or_default()),
+                    codec::escape_attr(&body),
+                ));
+            }
+            if !out.is_empty() {
+                tcp.write_all(out.as_bytes()).await?;
+            }
+        }
+    }))
+}
+
+/// Logs in `clients` users, then each sends `per_client` messages with `window` outstanding.
+pub async fn drive_clients(
+    c2s_port: u16,
+    clients: usize,
+    per_client: usize,
+    window: usize,
+) -> anyhow::Result<Measured> {
+    let mut logged_in = Vec::new();
+    for user in 0..clients {
+        logged_in.push(login(c2s_port, user).await?);
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = logged_in
+        .into_iter()
+        .map(|client| tokio::spawn(client_loop(client, per_client, window)))
+        .collect();
+    let mut measured = Measured::default();
+    for task in tasks {
+        let (latencies, errors) = task.await??;
+        measured.latencies.extend(latencies);
+        measured.errors += errors;
+    }
+    measured.elapsed = started.elapsed();
+    measured.count = measured.latencies.len();
+    Ok(measured)
+}
+
+async fn login(c2s_port: u16, user: usize) -> anyhow::Result<Client> {
+    let jid = BareJid::from_str(&format!("bench{user}@localhost"))?;
+    let mut client = Client::new_plaintext(
+        jid,
+        PASSWORD,
+        DnsConfig::addr(&format!("127.0.0.1:{c2s_port}")),
+        Timeouts::tight(),
+    );
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match client.next().await {
+                Some(Event::Online { .. }) => return Ok(()),
+                Some(Event::Disconnected(error)) => {
+                    anyhow::bail!("bench{user} cannot log in: {error}")
+                }
+                Some(Event::Stanza(_)) => {}
+                None => anyhow::bail!("bench{user}: stream ended before login"),
+            }
+        }
+    })
+    .await
+    .context("login timed out")??;
+    Ok(client)
+}
+
+fn message(seq: usize) -> anyhow::Result<Stanza> {
+    let element = Element::from_str(&format!(
+        "<message xmlns='jabber:client' to='echo@bot.localhost' type='chat' id='{seq}'><body>m{seq}</body></message>"
+    ))?;
+    Stanza::try_from(element).map_err(|e| anyhow::anyhow!("{e:?}"))
+}
+
+async fn client_loop(
+    mut client: Client,
+    total: usize,
+    window: usize,
+) -> anyhow::Result<(Vec<Duration>, usize)> {
+    let mut sent_at = Vec::with_capacity(total);
+    let mut latencies = Vec::with_capacity(total);
+    let mut errors = 0;
+    while latencies.len() + errors < total {
+        while sent_at.len() < total && sent_at.len() - (latencies.len() + errors) < window {
+            let seq = sent_at.len();
+            sent_at.push(Instant::now());
+            client.send_stanza(message(seq)?).await?;
+        }
+        let event = tokio::time::timeout(Duration::from_secs(60), client.next())
+            .await
+            .context("no reply within 60 s")?
+            .context("the client stream ended")?;
+        let Event::Stanza(stanza) = event else {
+            continue;
+        };
+        let element = Element::from(stanza);
+        if element.name() != "message" {
+            continue;
+        }
+        let Some(seq) = element.attr("id").and_then(|id| id.parse::<usize>().ok()) else {
+            continue;
+        };
+        let Some(sent) = sent_at.get(seq) else {
+            continue;
+        };
+        if element.attr("type") == Some("error") {
+            errors += 1;
+        } else {
+            latencies.push(sent.elapsed());
+        }
+    }
+    let _ = client.send_end().await;
+    Ok((latencies, errors))
+}
+
+/// Waits until Prosody routes to the component: a probe message gets an answer.
+pub async fn wait_routed(c2s_port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let measured = drive_clients(c2s_port, 1, 1, 1).await?;
+        if measured.count == 1 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the component is not reachable through Prosody"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
