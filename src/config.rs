@@ -3,7 +3,8 @@
 //! the program can trust.
 //!
 //! Unknown keys are refused with their name and line (a typo must not silently fall back to a
-//! default). Secrets live in [`Secret`], whose `Debug` never shows the value.
+//! default). Secrets live in [`Secret`], whose `Debug` never shows the value; webhook signing
+//! secrets are checked here by building their [`Signer`], so a malformed one stops the start.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,11 +14,15 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::limits;
+use crate::webhook::signing::Signer;
 
 /// Environment variable that may carry the component secret.
 pub const ENV_SECRET: &str = "COMPONENT_HTTP_SECRET";
 /// Environment variable that may carry the webhook's `Authorization` header value.
 pub const ENV_WEBHOOK_AUTHORIZATION: &str = "COMPONENT_HTTP_WEBHOOK_AUTHORIZATION";
+/// Environment variable that may carry the webhook signing secrets (comma- or
+/// whitespace-separated).
+pub const ENV_WEBHOOK_SIGNING_SECRET: &str = "COMPONENT_HTTP_WEBHOOK_SIGNING_SECRET";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -82,6 +87,8 @@ pub struct WebhookConfig {
     pub max_response_bytes: usize,
     pub headers: Vec<(String, String)>,
     pub authorization: Option<Secret>,
+    /// Standard Webhooks signing (SPEC §5), when `signing_secret` or one of its sources is set.
+    pub signing: Option<Signer>,
 }
 
 /// The validated configuration.
@@ -163,6 +170,28 @@ struct RawWebhook {
     headers: BTreeMap<String, String>,
     authorization: Option<String>,
     authorization_file: Option<PathBuf>,
+    signing_secret: Option<OneOrMany>,
+    signing_secret_file: Option<PathBuf>,
+}
+
+/// A key that takes one string or a list of them (`signing_secret`, for key rotation).
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "`signing_secret` must be a string or an array of strings"
+)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(value) => vec![value],
+            OneOrMany::Many(values) => values,
+        }
+    }
 }
 
 /// Where environment values come from; a function so tests need not touch the process env.
@@ -362,6 +391,7 @@ impl Validator<'_> {
                 return Err(self.invalid("webhook.authorization", "is not a valid header value"));
             }
         }
+        let signing = self.signing(raw.signing_secret, raw.signing_secret_file)?;
         Ok(WebhookConfig {
             url,
             timeout: self.duration("webhook.timeout", raw.timeout, limits::DEFAULT_HOOK_TIMEOUT)?,
@@ -375,7 +405,57 @@ impl Validator<'_> {
                 .unwrap_or(limits::DEFAULT_HOOK_MAX_RESPONSE_BYTES),
             headers: raw.headers.into_iter().collect(),
             authorization,
+            signing,
         })
+    }
+
+    /// The signing secrets from (in order) the file, `signing_secret_file` (one per line) or the
+    /// environment (comma- or whitespace-separated), checked by building the [`Signer`]. As for
+    /// [`Validator::secret`], the key and its file together are refused, and the environment is
+    /// used only when neither is set. Errors name the source, never a secret.
+    fn signing(
+        &self,
+        inline: Option<OneOrMany>,
+        file: Option<PathBuf>,
+    ) -> Result<Option<Signer>, ConfigError> {
+        const KEY: &str = "webhook.signing_secret";
+        const FILE_KEY: &str = "webhook.signing_secret_file";
+        let (key, secrets): (&'static str, Vec<String>) = match (inline, file) {
+            (Some(_), Some(_)) => {
+                return Err(self.invalid(KEY, format!("and `{FILE_KEY}` are both set; keep one")));
+            }
+            (Some(inline), None) => (KEY, inline.into_vec()),
+            (None, Some(file)) => {
+                let file = self.relative(&file);
+                let text = std::fs::read_to_string(&file).map_err(|e| {
+                    self.invalid(
+                        FILE_KEY,
+                        format!("names {}, which cannot be read: {e}", file.display()),
+                    )
+                })?;
+                let secrets = text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|line| !line.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                (FILE_KEY, secrets)
+            }
+            (None, None) => match (self.env)(ENV_WEBHOOK_SIGNING_SECRET) {
+                Some(value) if !value.trim().is_empty() => {
+                    let secrets = value
+                        .split(|c: char| c == ',' || c.is_whitespace())
+                        .filter(|part| !part.is_empty())
+                        .map(str::to_owned)
+                        .collect();
+                    (ENV_WEBHOOK_SIGNING_SECRET, secrets)
+                }
+                _ => return Ok(None),
+            },
+        };
+        Signer::new(&secrets)
+            .map(Some)
+            .map_err(|problem| self.invalid(key, problem.to_string()))
     }
 
     /// A secret from (in order) the file, a `*_file` path, or the environment; more than one
@@ -613,6 +693,170 @@ component_post_url = "https://hooks.example.org/xmpp"
         for (from, to, expected) in cases {
             let err = parse(&MINIMAL.replace(from, to)).unwrap_err().to_string();
             assert!(err.contains(expected), "{to}: {err}");
+        }
+    }
+
+    const SIGNING_A: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const SIGNING_B: &str = "whsec_dGhyb3dhd2F5IHNlY29uZCBzaWduaW5nIGtleQ==";
+
+    /// How many keys sign, and the signature of a fixed call (to tell which keys they are).
+    fn signing_of(config: &Config) -> Option<(usize, String)> {
+        config
+            .webhook
+            .signing
+            .as_ref()
+            .map(|signer| (signer.key_count(), signer.sign("msg_1", 1, b"{}")))
+    }
+
+    fn signature_with(secrets: &[&str]) -> (usize, String) {
+        let signer = Signer::new(secrets).unwrap();
+        (signer.key_count(), signer.sign("msg_1", 1, b"{}"))
+    }
+
+    #[test]
+    fn signing_is_off_unless_a_secret_is_given() {
+        assert!(parse(MINIMAL).unwrap().webhook.signing.is_none());
+    }
+
+    #[test]
+    fn signing_secret_is_a_string_or_a_list() {
+        let one = parse(&format!(
+            "{MINIMAL}[webhook]\nsigning_secret = \"{SIGNING_A}\"\n"
+        ))
+        .unwrap();
+        assert_eq!(signing_of(&one), Some(signature_with(&[SIGNING_A])));
+        let two = parse(&format!(
+            "{MINIMAL}[webhook]\nsigning_secret = [\"{SIGNING_A}\", \"{SIGNING_B}\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            signing_of(&two),
+            Some(signature_with(&[SIGNING_A, SIGNING_B]))
+        );
+        let shown = format!("{two:?}");
+        for secret in [SIGNING_A, SIGNING_B] {
+            assert!(!shown.contains(&secret[6..]), "{shown}");
+        }
+
+        let err = parse(&format!("{MINIMAL}[webhook]\nsigning_secret = 42\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a string or an array of strings"), "{err}");
+        let err = parse(&format!("{MINIMAL}[webhook]\nsigning_secret = []\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`webhook.signing_secret` holds no secret"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn signing_secrets_from_a_file_one_per_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("signing"),
+            format!("{SIGNING_A}\r\n\n  {SIGNING_B}  \n"),
+        )
+        .unwrap();
+        let text = format!("{MINIMAL}[webhook]\nsigning_secret_file = \"signing\"\n");
+        let config = Config::from_toml(&text, &dir.path().join("c.toml"), &|_| None).unwrap();
+        assert_eq!(
+            signing_of(&config),
+            Some(signature_with(&[SIGNING_A, SIGNING_B]))
+        );
+
+        std::fs::write(dir.path().join("signing"), "\n\n").unwrap();
+        let err = Config::from_toml(&text, &dir.path().join("c.toml"), &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`webhook.signing_secret_file` holds no secret"),
+            "{err}"
+        );
+
+        let err = Config::from_toml(&text, &dir.path().join("elsewhere/c.toml"), &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`webhook.signing_secret_file` names"), "{err}");
+    }
+
+    #[test]
+    fn signing_secrets_from_the_environment_only_when_the_file_has_none() {
+        let from_env = |value: &'static str| {
+            move |name: &str| (name == ENV_WEBHOOK_SIGNING_SECRET).then(|| value.to_owned())
+        };
+        let env = from_env(
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw, whsec_dGhyb3dhd2F5IHNlY29uZCBzaWduaW5nIGtleQ==",
+        );
+        let config = Config::from_toml(MINIMAL, Path::new("x.toml"), &env).unwrap();
+        assert_eq!(
+            signing_of(&config),
+            Some(signature_with(&[SIGNING_A, SIGNING_B]))
+        );
+        let env = from_env(
+            " whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\twhsec_dGhyb3dhd2F5IHNlY29uZCBzaWduaW5nIGtleQ==\n",
+        );
+        let config = Config::from_toml(MINIMAL, Path::new("x.toml"), &env).unwrap();
+        assert_eq!(
+            signing_of(&config),
+            Some(signature_with(&[SIGNING_A, SIGNING_B]))
+        );
+
+        // The file's key wins over the environment.
+        let text = format!("{MINIMAL}[webhook]\nsigning_secret = \"{SIGNING_B}\"\n");
+        let config = Config::from_toml(&text, Path::new("x.toml"), &env).unwrap();
+        assert_eq!(signing_of(&config), Some(signature_with(&[SIGNING_B])));
+
+        // An empty variable is no variable.
+        let config = Config::from_toml(MINIMAL, Path::new("x.toml"), &from_env("")).unwrap();
+        assert!(config.webhook.signing.is_none());
+
+        let err = Config::from_toml(MINIMAL, Path::new("x.toml"), &from_env("hunter2-secret"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(ENV_WEBHOOK_SIGNING_SECRET), "{err}");
+        assert!(err.contains("does not start with `whsec_`"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn bad_signing_secrets_are_refused_naming_the_key_not_the_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("signing"), format!("{SIGNING_A}\n")).unwrap();
+        let both = format!(
+            "{MINIMAL}[webhook]\nsigning_secret = \"{SIGNING_A}\"\nsigning_secret_file = \"signing\"\n"
+        );
+        let err = Config::from_toml(&both, &dir.path().join("c.toml"), &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("are both set"), "{err}");
+
+        let cases = [
+            (
+                "\"MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"",
+                "does not start with `whsec_`",
+            ),
+            (
+                "\"whsec_MfKQ9r8GKYqr%TwjUPD8ILPZIo2LaLaSw\"",
+                "is not valid base64",
+            ),
+            ("\"whsec_\"", "empty key"),
+            (
+                "[\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\", \"whsec_MfKQ9r8GKYqr%TwjUPD8ILPZIo2LaLaSw\"]",
+                "(secret 2 of 2) is not valid base64",
+            ),
+        ];
+        for (value, expected) in cases {
+            let err = parse(&format!("{MINIMAL}[webhook]\nsigning_secret = {value}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("`webhook.signing_secret`"), "{value}: {err}");
+            assert!(err.contains(expected), "{value}: {err}");
+            assert!(
+                !err.contains("MfKQ9r8GKYqr"),
+                "the error shows the secret: {err}"
+            );
         }
     }
 

@@ -4,7 +4,8 @@
 //! stanzas through a bounded codec ([`xmpp::codec`]). The router ([`bridge::router`]) answers
 //! presence, disco, ping and version itself ([`bridge::builtin`]) and hands forwarded stanzas
 //! to the delivery stage ([`bridge::delivery`]), which orders them per conversation, POSTs the
-//! JSON of [`bridge::payload`] through the pooled client of [`webhook::client`], and turns the
+//! JSON of [`bridge::payload`] through the pooled client of [`webhook::client`] (signed by
+//! [`webhook::signing`] when configured), and turns the
 //! answer into a reply by the rules of [`bridge::reply`]. Everything sent goes through the
 //! outbox ([`bridge::outbox`]), which refuses what would break the stream, to the session's
 //! single writer. Channels between the stages are bounded, so a slow hook becomes TCP

@@ -6,9 +6,10 @@
 //! concurrently; with `"none"` every stanza runs at once. Either way at most `max_in_flight`
 //! stanzas are admitted and unfinished: [`Delivery::submit`] waits for room, which stops the
 //! router, which stops the socket reader. This stage is the seam where a durable queue sits:
-//! `submit` is the only way in.
+//! `submit` is the only way in, and where each stanza gets its delivery id (`webhook-id`).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -26,6 +27,8 @@ use crate::xmpp::stanza::{ErrorType, Stanza, StanzaError, bare};
 /// A stanza admitted for delivery; its permit is returned when it is finished.
 struct Job {
     stanza: Stanza,
+    /// The `webhook-id` of every call made for this stanza.
+    webhook_id: String,
     _admitted: OwnedSemaphorePermit,
 }
 
@@ -44,6 +47,10 @@ struct Inner {
     /// Conversations with a running worker, and what waits behind their current stanza.
     conversations: Mutex<HashMap<ConversationKey, VecDeque<Job>>>,
     tasks: TaskTracker,
+    /// Random per process, so that ids stay unique across restarts without stored state.
+    id_prefix: u64,
+    /// Numbers the stanzas admitted by this process.
+    sequence: AtomicU64,
 }
 
 impl Delivery {
@@ -57,6 +64,8 @@ impl Delivery {
                 admission,
                 conversations: Mutex::new(HashMap::new()),
                 tasks: TaskTracker::new(),
+                id_prefix: rand::random(),
+                sequence: AtomicU64::new(0),
             }),
         }
     }
@@ -68,6 +77,7 @@ impl Delivery {
         };
         let job = Job {
             stanza,
+            webhook_id: self.inner.next_webhook_id(),
             _admitted: permit,
         };
         match self.inner.config.ordering {
@@ -112,6 +122,13 @@ impl Delivery {
 }
 
 impl Inner {
+    /// `msg_<process prefix>_<sequence>`: unique per stanza, in this process and across
+    /// restarts; made once at admission so every call for the stanza repeats it.
+    fn next_webhook_id(&self) -> String {
+        let sequence = self.sequence.fetch_add(1, AtomicOrdering::Relaxed);
+        format!("msg_{:016x}_{sequence}", self.id_prefix)
+    }
+
     async fn run_conversation(&self, key: ConversationKey, first: Job) {
         let mut job = first;
         loop {
@@ -129,7 +146,10 @@ impl Inner {
 
     async fn deliver(&self, job: Job) {
         let stanza = &job.stanza;
-        let outcome = self.hook.post(HookRequest::of(stanza).to_json()).await;
+        let outcome = self
+            .hook
+            .post(&job.webhook_id, HookRequest::of(stanza).to_json())
+            .await;
         let limits = ReadLimits {
             max_stanza_bytes: self.config.max_stanza_bytes,
             max_depth: self.config.max_depth,

@@ -1,6 +1,9 @@
 //! The HTTP client that calls the hook: one keep-alive connection pool (HTTP/1.1 and HTTP/2),
 //! connect and total timeouts, no redirects, a cap on the response body, rustls with the
 //! system's roots (SPEC §3). It turns every call into a [`HookOutcome`] and never fails.
+//!
+//! Every call carries the delivery's `webhook-id`; with signing configured, also
+//! `webhook-timestamp` and `webhook-signature` over the exact body bytes sent (SPEC §5).
 
 use std::time::Duration;
 
@@ -10,6 +13,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, Header
 use crate::bridge::reply::HookOutcome;
 use crate::config::WebhookConfig;
 use crate::limits;
+use crate::webhook::signing::{self, Signer};
 
 pub const USER_AGENT: &str = concat!("component-http/", env!("CARGO_PKG_VERSION"));
 
@@ -22,6 +26,7 @@ pub struct HookClient {
     http: reqwest::Client,
     url: reqwest::Url,
     max_response_bytes: usize,
+    signer: Option<Signer>,
 }
 
 impl HookClient {
@@ -57,6 +62,7 @@ impl HookClient {
             http,
             url: config.url.clone(),
             max_response_bytes: config.max_response_bytes,
+            signer: config.signing.clone(),
         })
     }
 
@@ -64,9 +70,24 @@ impl HookClient {
         &self.url
     }
 
-    /// POSTs a JSON body to the hook.
-    pub async fn post(&self, body: Vec<u8>) -> HookOutcome {
-        let response = match self.http.post(self.url.clone()).body(body).send().await {
+    /// POSTs a JSON body to the hook as the delivery `webhook_id`, signed when a signer is
+    /// configured.
+    pub async fn post(&self, webhook_id: &str, body: Vec<u8>) -> HookOutcome {
+        let mut request = self
+            .http
+            .post(self.url.clone())
+            .header(signing::HEADER_ID, webhook_id);
+        if let Some(signer) = &self.signer {
+            // Signed right before sending, so the timestamp is as fresh as it can be for the
+            // hook's replay window.
+            let timestamp = signing::now_secs();
+            request = request.header(signing::HEADER_TIMESTAMP, timestamp).header(
+                signing::HEADER_SIGNATURE,
+                signer.sign(webhook_id, timestamp, &body),
+            );
+        }
+        // An id that is not a valid header value surfaces here as a request error, not a panic.
+        let response = match request.body(body).send().await {
             Ok(response) => response,
             Err(error) => return failure(&error),
         };

@@ -1,2 +1,4 @@
-//! The HTTP side towards the hook: the pooled client. (Signing of calls joins it here.)
+//! The HTTP side towards the hook: the pooled client, and the Standard Webhooks signatures it
+//! puts on every call.
 pub mod client;
+pub mod signing;

@@ -1234,6 +1234,7 @@ impl Bridge {
             .current_dir(dir.path())
             .env_remove("COMPONENT_HTTP_SECRET")
             .env_remove("COMPONENT_HTTP_WEBHOOK_AUTHORIZATION")
+            .env_remove("COMPONENT_HTTP_WEBHOOK_SIGNING_SECRET")
             .env_remove("COMPONENT_HTTP_CONFIG")
             .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())

@@ -18,4 +18,5 @@ mod replies;
 mod request;
 mod restricted_xml;
 mod shutdown;
+mod signing;
 mod tls;
