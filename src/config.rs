@@ -89,6 +89,9 @@ pub struct WebhookConfig {
     pub authorization: Option<Secret>,
     /// Standard Webhooks signing (SPEC §5), when `signing_secret` or one of its sources is set.
     pub signing: Option<Signer>,
+    /// Speak HTTP/2 to an `http://` hook without negotiation (h2c); `https://` hooks get
+    /// HTTP/2 through ALPN whenever they offer it.
+    pub http2_prior_knowledge: bool,
 }
 
 /// The validated configuration.
@@ -170,6 +173,7 @@ struct RawWebhook {
     headers: BTreeMap<String, String>,
     authorization: Option<String>,
     authorization_file: Option<PathBuf>,
+    http2_prior_knowledge: Option<bool>,
     signing_secret: Option<OneOrMany>,
     signing_secret_file: Option<PathBuf>,
 }
@@ -405,6 +409,7 @@ impl Validator<'_> {
                 .unwrap_or(limits::DEFAULT_HOOK_MAX_RESPONSE_BYTES),
             headers: raw.headers.into_iter().collect(),
             authorization,
+            http2_prior_knowledge: raw.http2_prior_knowledge.unwrap_or(false),
             signing,
         })
     }
@@ -601,6 +606,12 @@ component_post_url = "https://hooks.example.org/xmpp"
             config.webhook.url.as_str(),
             "https://hooks.example.org/xmpp"
         );
+        assert!(!config.webhook.http2_prior_knowledge);
+        let h2c = parse(&format!(
+            "{MINIMAL}[webhook]\nhttp2_prior_knowledge = true\n"
+        ))
+        .unwrap();
+        assert!(h2c.webhook.http2_prior_knowledge);
     }
 
     #[test]

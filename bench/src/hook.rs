@@ -1,5 +1,6 @@
-//! The webhook the benchmark's bridge calls: a keep-alive HTTP/1.1 server (hyper) answering the
-//! echo bot's JSON, immediately, after a fixed delay, or never (a stalled hook).
+//! The webhook the benchmark's bridge calls: a keep-alive HTTP/1.1 and HTTP/2 (prior knowledge)
+//! server (hyper) answering the echo bot's JSON, immediately, after a fixed delay, or never (a
+//! stalled hook).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 #[derive(Debug, Clone, Copy)]
@@ -27,8 +28,14 @@ pub async fn start(behaviour: HookBehaviour) -> anyhow::Result<SocketAddr> {
             let _ = stream.set_nodelay(true);
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request| answer(request, behaviour));
-                let _ = hyper::server::conn::http1::Builder::new()
+                let mut builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder.http1().timer(TokioTimer::new());
+                builder
+                    .http2()
                     .timer(TokioTimer::new())
+                    .max_concurrent_streams(1024);
+                let _ = builder
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
             });

@@ -81,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
             measured: isolated::http_only(&fast_hook, load).await?,
         },
     );
-    let (measured, idle_rss) = bridge_row(&fast_hook, "none", load).await?;
+    let (measured, idle_rss) = bridge_row(&fast_hook, "none", load, false).await?;
     record(
         &mut rows,
         Row {
@@ -90,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
             measured,
         },
     );
-    let (measured, _) = bridge_row(&fast_hook, "conversation", load).await?;
+    let (measured, _) = bridge_row(&fast_hook, "conversation", load, false).await?;
     record(
         &mut rows,
         Row {
@@ -99,12 +99,21 @@ async fn main() -> anyhow::Result<()> {
             measured,
         },
     );
+    let (measured, _) = bridge_row(&fast_hook, "none", load, true).await?;
+    record(
+        &mut rows,
+        Row {
+            mode: "isolated",
+            name: "bridge, ordering=none, fast hook over HTTP/2 (h2c), 100 senders".into(),
+            measured,
+        },
+    );
     let slow = Load {
         messages: scale.slow,
         senders: 100,
         window: 512,
     };
-    let (measured, _) = bridge_row(&slow_hook, "none", slow).await?;
+    let (measured, _) = bridge_row(&slow_hook, "none", slow, false).await?;
     record(
         &mut rows,
         Row {
@@ -113,7 +122,7 @@ async fn main() -> anyhow::Result<()> {
             measured,
         },
     );
-    let (measured, _) = bridge_row(&slow_hook, "conversation", slow).await?;
+    let (measured, _) = bridge_row(&slow_hook, "conversation", slow, false).await?;
     record(
         &mut rows,
         Row {
@@ -127,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
         senders: 1,
         window: 64,
     };
-    let (measured, _) = bridge_row(&slow_hook, "conversation", one_sender).await?;
+    let (measured, _) = bridge_row(&slow_hook, "conversation", one_sender, false).await?;
     record(
         &mut rows,
         Row {
@@ -172,7 +181,12 @@ fn record(rows: &mut Vec<Row>, row: Row) {
 }
 
 /// One bridge run: spawn, accept, drive, measure the bridge's CPU and memory.
-async fn bridge_row(hook_url: &str, ordering: &str, load: Load) -> anyhow::Result<(Measured, u64)> {
+async fn bridge_row(
+    hook_url: &str,
+    ordering: &str,
+    load: Load,
+    http2: bool,
+) -> anyhow::Result<(Measured, u64)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let bridge = Bridge::spawn(&BridgeOptions {
         server: listener.local_addr()?.to_string(),
@@ -181,6 +195,7 @@ async fn bridge_row(hook_url: &str, ordering: &str, load: Load) -> anyhow::Resul
         ordering,
         max_in_flight: 256,
         hook_timeout: Duration::from_secs(15),
+        http2,
     })?;
     let accepted = isolated::accept_bridge(&listener).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -224,6 +239,7 @@ async fn e2e_rows(rows: &mut Vec<Row>, hook_url: &str, per_client: usize) -> any
             ordering,
             max_in_flight: 256,
             hook_timeout: Duration::from_secs(15),
+            http2: false,
         })?;
         e2e::wait_routed(prosody.c2s_port).await?;
         let before = bridge.stats();
@@ -257,6 +273,7 @@ async fn stalled_row(total: usize) -> anyhow::Result<(usize, u64)> {
         ordering: "conversation",
         max_in_flight: 256,
         hook_timeout: Duration::from_secs(300),
+        http2: false,
     })?;
     let accepted = isolated::accept_bridge(&listener).await?;
     let (written, _accepted) = isolated::flood(accepted, total, 100).await?;

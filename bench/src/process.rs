@@ -20,6 +20,7 @@ pub struct BridgeOptions<'a> {
     pub ordering: &'a str,
     pub max_in_flight: usize,
     pub hook_timeout: Duration,
+    pub http2: bool,
 }
 
 /// The bridge binary sits beside the harness's own binary (both built by one cargo command).
@@ -39,13 +40,14 @@ impl Bridge {
         let dir = tempfile::tempdir()?;
         let config = format!(
             "domain = \"bot.localhost\"\nserver = \"{}\"\nsecret = \"{}\"\nordering = \"{}\"\nmax_in_flight = {}\n\
-             [webhook]\nurl = \"{}\"\ntimeout = \"{}s\"\n",
+             [webhook]\nurl = \"{}\"\ntimeout = \"{}s\"\nhttp2_prior_knowledge = {}\n",
             options.server,
             options.secret,
             options.ordering,
             options.max_in_flight,
             options.hook_url,
             options.hook_timeout.as_secs().max(1),
+            options.http2,
         );
         let path = dir.path().join("bench.toml");
         std::fs::write(&path, config)?;

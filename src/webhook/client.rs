@@ -47,7 +47,11 @@ impl HookClient {
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if config.http2_prior_knowledge {
+            builder = builder.http2_prior_knowledge();
+        }
+        let http = builder
             .user_agent(USER_AGENT)
             .default_headers(headers)
             .redirect(reqwest::redirect::Policy::none())
