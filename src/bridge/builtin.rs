@@ -147,8 +147,8 @@ fn disco_info(stanza: &Stanza, request: &Element, config: &Config) -> Element {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xmpp::codec::{ReadLimits, parse_stanza};
     use crate::xmpp::stanza::NS_STANZAS;
+    use crate::xmpp::stanza::tests::stanza;
     use std::path::Path;
 
     fn config(extra: &str) -> Config {
@@ -156,15 +156,6 @@ mod tests {
             "domain = \"bot.localhost\"\nserver = \"127.0.0.1:5347\"\nsecret = \"x\"\ncomponent_post_url = \"http://127.0.0.1:1/\"\n{extra}"
         );
         Config::from_toml(&text, Path::new("t.toml"), &|_| None).unwrap()
-    }
-
-    fn stanza(xml: &str) -> Stanza {
-        let read = parse_stanza(xml, ReadLimits::default()).unwrap();
-        Stanza {
-            kind: Kind::of(&read.element).unwrap(),
-            element: read.element,
-            raw: read.raw,
-        }
     }
 
     #[test]

@@ -69,16 +69,7 @@ pub fn message_body(stanza: &Stanza) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xmpp::codec::{ReadLimits, parse_stanza};
-
-    fn stanza(xml: &str) -> Stanza {
-        let read = parse_stanza(xml, ReadLimits::default()).unwrap();
-        Stanza {
-            kind: Kind::of(&read.element).unwrap(),
-            element: read.element,
-            raw: read.raw,
-        }
-    }
+    use crate::xmpp::stanza::tests::stanza;
 
     #[test]
     fn message_maps_to_the_module_fields_plus_ours() {

@@ -391,17 +391,8 @@ pub fn error_for_status(status: u16) -> StanzaError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xmpp::codec::parse_stanza;
     use crate::xmpp::stanza::NS_STANZAS;
-
-    fn stanza(xml: &str) -> Stanza {
-        let read = parse_stanza(xml, ReadLimits::default()).unwrap();
-        Stanza {
-            kind: Kind::of(&read.element).unwrap(),
-            element: read.element,
-            raw: read.raw,
-        }
-    }
+    use crate::xmpp::stanza::tests::stanza;
 
     fn chat() -> Stanza {
         stanza(

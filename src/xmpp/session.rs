@@ -539,18 +539,12 @@ async fn read_loop(
         if read.element.is("error", NS_STREAMS) {
             break parse_stream_error(&read.element);
         }
-        let Some(kind) = Kind::of(&read.element) else {
-            warn!(
-                element = read.element.name(),
-                "ignoring a top-level element that is not a stanza"
-            );
+        let name = read.element.name().to_owned();
+        let Some(stanza) = Stanza::from_read(*read) else {
+            warn!(element = %name, "ignoring a top-level element that is not a stanza");
             continue;
         };
-        let stanza = Stanza {
-            kind,
-            element: read.element,
-            raw: read.raw,
-        };
+        let kind = stanza.kind;
         if kind == Kind::Iq && matches!(stanza.type_(), Some("result" | "error")) {
             if let Some(id) = stanza.id().filter(|id| id.starts_with(PING_ID_PREFIX)) {
                 let _ = control.send(Control::PingAnswered(id.to_owned())).await;

@@ -7,7 +7,7 @@
 
 use minidom::Element;
 
-use crate::xmpp::codec::NS_COMPONENT;
+use crate::xmpp::codec::{NS_COMPONENT, ReadElement};
 
 pub const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
 
@@ -59,6 +59,16 @@ pub struct Stanza {
 }
 
 impl Stanza {
+    /// The stanza a top-level element of the stream holds; `None` for any other element.
+    pub fn from_read(read: ReadElement) -> Option<Stanza> {
+        let kind = Kind::of(&read.element)?;
+        Some(Stanza {
+            kind,
+            element: read.element,
+            raw: read.raw,
+        })
+    }
+
     pub fn attr<'a>(&'a self, name: &'a str) -> Option<&'a str> {
         self.element.attr(name)
     }
@@ -287,17 +297,14 @@ pub fn bare(jid: &str) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::xmpp::codec::{ReadLimits, parse_stanza};
 
-    fn stanza(xml: &str) -> Stanza {
-        let read = parse_stanza(xml, ReadLimits::default()).unwrap();
-        Stanza {
-            kind: Kind::of(&read.element).unwrap(),
-            element: read.element,
-            raw: read.raw,
-        }
+    /// A stanza from XML, for tests across the crate.
+    pub fn stanza(xml: &str) -> Stanza {
+        Stanza::from_read(parse_stanza(xml, ReadLimits::default()).expect("test XML parses"))
+            .expect("test XML is a stanza")
     }
 
     #[test]
