@@ -61,7 +61,17 @@ impl Router {
                 _ = stop.cancelled() => return,
             };
             match route(&stanza, &self.config) {
-                Route::Forward => self.delivery.submit(stanza).await,
+                Route::Forward => {
+                    // Waiting for delivery capacity must not hold up a shutdown: SIGTERM drains
+                    // what is in flight, it does not wait for room for more.
+                    tokio::select! {
+                        _ = self.delivery.submit(stanza) => {}
+                        _ = stop.cancelled() => {
+                            warn!("shutting down while delivery was full: one stanza read from the server was not delivered");
+                            return;
+                        }
+                    }
+                }
                 Route::AnswerLocally => {
                     for reply in builtin::answer(&stanza, &self.config) {
                         self.outbox.send(reply).await;

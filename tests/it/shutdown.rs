@@ -76,3 +76,38 @@ async fn an_idle_bridge_stops_at_once() {
     );
     assert!(stack.conn.ended().await.close_tag);
 }
+
+#[tokio::test]
+async fn a_stop_while_delivery_is_full_does_not_wait_for_the_hook() {
+    // max_in_flight = 1 and a hook that never answers: the first message occupies delivery, the
+    // second waits for room. SIGTERM must end the process within the drain limit (10 s) plus a
+    // margin, not after the hook's 60 s timeout.
+    let mut stack = Stack::start(
+        |_: &Request| Reply::status(200).held(),
+        |c| {
+            c.key("max_in_flight = 1")
+                .table("[webhook]\ntimeout = \"60s\"")
+        },
+    )
+    .await;
+    for id in ["first", "second"] {
+        stack
+            .conn
+            .send(&chat("alice@localhost/phone", ECHO, id, "hello"))
+            .await;
+    }
+    stack.hook.wait_requests(1).await;
+    let started = tokio::time::Instant::now();
+    stack.bridge.terminate();
+    let status = stack
+        .bridge
+        .exit_within(Duration::from_secs(20))
+        .await
+        .expect("the bridge exits within 20 s of SIGTERM");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(14),
+        "the stop waited {:?}: longer than the 10 s drain allows",
+        started.elapsed()
+    );
+}
