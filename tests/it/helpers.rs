@@ -52,21 +52,9 @@ pub const HOOK_PATH: &str = "/hook";
 // ---------------------------------------------------------------------------------------------
 // XML helpers
 
-/// Escapes text for an attribute value quoted with `'` or for character data.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\'' => out.push_str("&apos;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// Escapes text for an attribute value quoted with `'` or for character data: the bridge's own
+/// escaper, which also keeps line ends and tabs intact through XML's normalisation.
+pub use component_http::xmpp::codec::escape_attr as escape;
 
 /// A chat message as a server would send it to the component.
 pub fn chat(from: &str, to: &str, id: &str, body: &str) -> String {
