@@ -319,16 +319,7 @@ fn iq_reply(original: &Stanza, object: &Map<String, Value>, limits: ReadLimits) 
 
 /// An iq `result` to `original`, optionally carrying `payload`.
 pub fn iq_result(original: &Stanza, payload: Option<Element>) -> Element {
-    let mut result = Element::builder("iq", NS_COMPONENT).attr(ncname("type"), "result");
-    for (name, value) in [
-        ("to", original.from()),
-        ("from", original.to()),
-        ("id", original.id()),
-    ] {
-        if let Some(value) = value {
-            result = result.attr(ncname(name), value);
-        }
-    }
+    let mut result = original.reply_builder("iq", "result");
     if let Some(payload) = payload {
         result = result.append(payload);
     }

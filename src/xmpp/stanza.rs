@@ -88,6 +88,18 @@ impl Stanza {
     pub fn lang(&self) -> Option<&str> {
         self.element.attr_ns(rxml::Namespace::xml(), "lang")
     }
+    /// A reply of kind `name` and type `type_`: addressed back to the sender (`to` and `from`
+    /// swapped) with the same id, as error replies and iq results both are.
+    pub fn reply_builder(&self, name: &str, type_: &str) -> minidom::ElementBuilder {
+        let mut reply = Element::builder(name, NS_COMPONENT).attr(ncname("type"), type_);
+        for (attr, value) in [("to", self.from()), ("from", self.to()), ("id", self.id())] {
+            if let Some(value) = value {
+                reply = reply.attr(ncname(attr), value);
+            }
+        }
+        reply
+    }
+
     /// An `error` stanza, or an iq `result`: RFC 6120 forbids answering either.
     pub fn must_not_be_answered(&self) -> bool {
         match self.type_() {
@@ -165,18 +177,12 @@ pub fn error_reply(original: &Stanza, error: &StanzaError, by: &str) -> Option<E
                 .build(),
         );
     }
-    let mut reply =
-        Element::builder(original.element.name(), NS_COMPONENT).attr(ncname("type"), "error");
-    for (name, value) in [
-        ("to", original.from()),
-        ("from", original.to()),
-        ("id", original.id()),
-    ] {
-        if let Some(value) = value {
-            reply = reply.attr(ncname(name), value);
-        }
-    }
-    Some(reply.append(error_element.build()).build())
+    Some(
+        original
+            .reply_builder(original.element.name(), "error")
+            .append(error_element.build())
+            .build(),
+    )
 }
 
 /// A builder-ready attribute name for the handful of fixed names the bridge writes.
