@@ -1,6 +1,7 @@
 //! Builds the pipeline of tasks (session → router → delivery → outbox → session's writer),
-//! runs it, and shuts it down in order: stop reading, drain deliveries (up to
-//! [`limits::SHUTDOWN_DRAIN`]), then flush the writer and close the stream.
+//! opens the durable queue and resumes what it holds, runs it all, and shuts it down in order:
+//! stop reading, drain the hook calls in flight (up to [`limits::SHUTDOWN_DRAIN`]), commit the
+//! queue, then flush the writer and close the stream.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,13 +15,33 @@ use crate::bridge::outbox::Outbox;
 use crate::bridge::router::Router;
 use crate::config::Config;
 use crate::limits;
+use crate::queue::control::ControlSocket;
+use crate::queue::store::{Store, StoreError};
 use crate::webhook::client::{ClientError, HookClient};
 use crate::xmpp::session::{LinkState, Session};
 
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Hook(#[from] ClientError),
+    #[error(transparent)]
+    Queue(#[from] StoreError),
+    #[error("cannot listen on the control socket in {dir}: {source}")]
+    Control {
+        dir: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Runs the component until `shutdown` completes, then stops it gracefully.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ClientError> {
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
     let config = Arc::new(config);
     let hook = HookClient::new(&config.webhook)?;
+    let store = match config.queue.durable {
+        true => Some(Store::open(&config.queue.data_dir)?),
+        false => None,
+    };
     let (inbound_tx, inbound_rx) = mpsc::channel(limits::INBOUND_QUEUE);
     let (outbound_tx, outbound_rx) = mpsc::channel(limits::OUTBOUND_QUEUE);
     let (state_tx, _state_rx) = watch::channel(LinkState::Connecting);
@@ -38,7 +59,34 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let session_task = tokio::spawn(session.run());
 
     let outbox = Outbox::new(config.clone(), outbound_tx);
-    let delivery = Delivery::new(config.clone(), hook, outbox.clone());
+    let delivery = Delivery::new(
+        config.clone(),
+        hook,
+        outbox.clone(),
+        store.clone(),
+        stop_reading.clone(),
+    );
+    let mut control_task = None;
+    if let Some(store) = &store {
+        let waiting = store.pending()?;
+        if !waiting.is_empty() {
+            info!(
+                stanzas = waiting.len(),
+                "resuming the stanzas the queue holds"
+            );
+        }
+        delivery.resume(waiting);
+        let socket =
+            ControlSocket::bind(&config.queue.data_dir).map_err(|source| StartError::Control {
+                dir: config.queue.data_dir.clone(),
+                source,
+            })?;
+        control_task = Some(tokio::spawn(socket.serve(
+            store.clone(),
+            delivery.clone(),
+            finish.clone(),
+        )));
+    }
     let router = Router {
         config: config.clone(),
         delivery: delivery.clone(),
@@ -57,8 +105,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             limits::SHUTDOWN_DRAIN
         );
     }
+    if let Some(store) = &store {
+        store.flush().await;
+    }
     finish.cancel();
     let _ = session_task.await;
+    if let Some(task) = control_task {
+        let _ = task.await;
+    }
     info!("stopped");
     Ok(())
 }

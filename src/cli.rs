@@ -40,4 +40,32 @@ pub enum Command {
     /// Validate the configuration, connect and authenticate to the server, reach the hook;
     /// print what is wrong and exit non-zero if anything is.
     Check,
+    /// Stanzas whose retries ran out: list them, deliver them again, or delete them. Works on a
+    /// running instance (through its control socket) and on a stopped one.
+    #[command(subcommand)]
+    DeadLetters(DeadLetters),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadLetters {
+    /// One line per dead letter: id, when it died, from, to, why.
+    List {
+        /// One JSON object per line, with the stanza.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put dead letters back at the end of the queue, in their original order.
+    Replay(Which),
+    /// Delete dead letters for good.
+    Purge(Which),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Which {
+    /// Ids as `list` shows them.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub ids: Vec<u64>,
+    /// Every dead letter.
+    #[arg(long)]
+    pub all: bool,
 }

@@ -119,6 +119,29 @@ pub struct Config {
     pub presence_status: Option<String>,
     pub disco_name: String,
     pub webhook: WebhookConfig,
+    pub queue: QueueConfig,
+}
+
+/// Where forwarded stanzas wait, how many may, and how long they are retried (SPEC §3).
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// Holds the queue file and the control socket.
+    pub data_dir: PathBuf,
+    /// `queue = "durable"` (default): stanzas are on disk before their first POST.
+    /// `"memory"`: they are lost if the process dies.
+    pub durable: bool,
+    pub max_stanzas: usize,
+    pub max_bytes: usize,
+    pub retry_for: Duration,
+    pub retry_max_interval: Duration,
+}
+
+/// `queue = "durable" | "memory"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum QueueKind {
+    Durable,
+    Memory,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -141,6 +164,12 @@ struct RawConfig {
     max_depth: Option<usize>,
     resource: Option<String>,
     component_post_url: Option<String>,
+    data_dir: Option<PathBuf>,
+    queue: Option<QueueKind>,
+    queue_max_stanzas: Option<usize>,
+    queue_max_bytes: Option<usize>,
+    retry_for: Option<String>,
+    retry_max_interval: Option<String>,
     #[serde(default)]
     presence: RawPresence,
     #[serde(default)]
@@ -277,13 +306,41 @@ impl Validator<'_> {
         if max_depth < 2 {
             return Err(self.invalid("max_depth", "must be at least 2"));
         }
-        if let Some(show) = &raw.presence.show {
-            if !["away", "chat", "dnd", "xa"].contains(&show.as_str()) {
-                return Err(self.invalid(
-                    "presence.show",
-                    "must be one of \"away\", \"chat\", \"dnd\", \"xa\"",
-                ));
-            }
+        let queue = QueueConfig {
+            data_dir: self.relative(raw.data_dir.as_deref().unwrap_or(Path::new("data"))),
+            durable: raw.queue.unwrap_or(QueueKind::Durable) == QueueKind::Durable,
+            max_stanzas: raw
+                .queue_max_stanzas
+                .unwrap_or(limits::DEFAULT_QUEUE_MAX_STANZAS),
+            max_bytes: raw
+                .queue_max_bytes
+                .unwrap_or(limits::DEFAULT_QUEUE_MAX_BYTES),
+            retry_for: self.duration("retry_for", raw.retry_for, limits::DEFAULT_RETRY_FOR)?,
+            retry_max_interval: self.duration(
+                "retry_max_interval",
+                raw.retry_max_interval,
+                limits::DEFAULT_RETRY_MAX_INTERVAL,
+            )?,
+        };
+        if queue.max_stanzas == 0 {
+            return Err(self.invalid("queue_max_stanzas", "must be at least 1"));
+        }
+        if queue.max_bytes < max_stanza_bytes {
+            return Err(self.invalid(
+                "queue_max_bytes",
+                format!("must be at least max_stanza_bytes ({max_stanza_bytes}), or no stanza of the largest size could ever wait"),
+            ));
+        }
+        if queue.retry_max_interval < limits::RETRY_INITIAL {
+            return Err(self.invalid("retry_max_interval", "must be at least 1s"));
+        }
+        if let Some(show) = &raw.presence.show
+            && !["away", "chat", "dnd", "xa"].contains(&show.as_str())
+        {
+            return Err(self.invalid(
+                "presence.show",
+                "must be one of \"away\", \"chat\", \"dnd\", \"xa\"",
+            ));
         }
         Ok(Config {
             tls_server_name: raw.tls_server_name.unwrap_or_else(|| host.to_owned()),
@@ -314,6 +371,7 @@ impl Validator<'_> {
                 .name
                 .unwrap_or_else(|| "component-http".to_owned()),
             webhook,
+            queue,
         })
     }
 
@@ -390,10 +448,10 @@ impl Validator<'_> {
             raw.authorization_file,
             ENV_WEBHOOK_AUTHORIZATION,
         )?;
-        if let Some(auth) = &authorization {
-            if reqwest::header::HeaderValue::from_str(auth.expose()).is_err() {
-                return Err(self.invalid("webhook.authorization", "is not a valid header value"));
-            }
+        if let Some(auth) = &authorization
+            && reqwest::header::HeaderValue::from_str(auth.expose()).is_err()
+        {
+            return Err(self.invalid("webhook.authorization", "is not a valid header value"));
         }
         let signing = self.signing(raw.signing_secret, raw.signing_secret_file)?;
         Ok(WebhookConfig {
@@ -612,6 +670,39 @@ component_post_url = "https://hooks.example.org/xmpp"
         ))
         .unwrap();
         assert!(h2c.webhook.http2_prior_knowledge);
+        let queue = &config.queue;
+        assert!(queue.durable);
+        assert_eq!(queue.data_dir, Path::new("data"), "next to the file");
+        assert_eq!(queue.max_stanzas, 10_000);
+        assert_eq!(queue.max_bytes, 64 * 1024 * 1024);
+        assert_eq!(queue.retry_for, Duration::from_secs(24 * 3600));
+        assert_eq!(queue.retry_max_interval, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn queue_keys_are_read_and_checked() {
+        let config = parse(&format!(
+            "{MINIMAL}data_dir = \"/var/lib/component-http\"\nqueue = \"memory\"\nqueue_max_stanzas = 5\nqueue_max_bytes = 1000000\nretry_for = \"0s\"\nretry_max_interval = \"1m\"\n"
+        ))
+        .unwrap();
+        let queue = &config.queue;
+        assert!(!queue.durable);
+        assert_eq!(queue.data_dir, Path::new("/var/lib/component-http"));
+        assert_eq!((queue.max_stanzas, queue.max_bytes), (5, 1_000_000));
+        assert_eq!(queue.retry_for, Duration::ZERO);
+        assert_eq!(queue.retry_max_interval, Duration::from_secs(60));
+        for (line, key) in [
+            ("queue = \"disk\"", "queue"),
+            ("queue_max_stanzas = 0", "queue_max_stanzas"),
+            ("queue_max_bytes = 100", "queue_max_bytes"),
+            ("retry_for = \"forever\"", "retry_for"),
+            ("retry_max_interval = \"10ms\"", "retry_max_interval"),
+        ] {
+            let error = parse(&format!("{MINIMAL}{line}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(key), "{line}: {error}");
+        }
     }
 
     #[test]

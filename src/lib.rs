@@ -17,5 +17,6 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod limits;
+pub mod queue;
 pub mod webhook;
 pub mod xmpp;

@@ -60,5 +60,27 @@ pub const INBOUND_QUEUE: usize = 64;
 /// Stanzas waiting behind the head of one conversation before the router stops reading.
 pub const CONVERSATION_QUEUE: usize = 64;
 
+/// Stanzas and bytes (of their XML) the queue holds by default, waiting or in flight; past
+/// either, new stanzas are refused with `wait/resource-constraint` (SPEC §3). The queue is held
+/// in memory too, so these also bound memory.
+pub const DEFAULT_QUEUE_MAX_STANZAS: usize = 10_000;
+pub const DEFAULT_QUEUE_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// Retries: first backoff ceiling, default cap and default give-up time (SPEC §3).
+pub const RETRY_INITIAL: Duration = Duration::from_secs(1);
+pub const DEFAULT_RETRY_MAX_INTERVAL: Duration = Duration::from_secs(300);
+pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(24 * 3600);
+/// Writes waiting for the queue's writer thread; when full, reading from the server waits for
+/// the disk.
+pub const QUEUE_WRITE_BACKLOG: usize = 4096;
+/// Most writes committed in one transaction (one fsync).
+pub const QUEUE_GROUP_COMMIT_MAX: usize = 4096;
+/// The queue database's page cache.
+pub const QUEUE_CACHE_BYTES: usize = 8 * 1024 * 1024;
+
+/// A dead-letters command over the control socket: its largest request, and how long either
+/// side waits for the other.
+pub const CONTROL_REQUEST_BYTES: u64 = 64 * 1024;
+pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How long a SIGTERM/SIGINT waits for in-flight deliveries (SPEC §7).
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);

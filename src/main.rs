@@ -5,8 +5,9 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use component_http::cli::{Cli, Command, LogFormat};
+use component_http::cli::{Cli, Command, DeadLetters, LogFormat};
 use component_http::config::Config;
+use component_http::queue::control::{self, Request};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -35,6 +36,34 @@ fn main() -> ExitCode {
                 if component_http::check::run(&config).await {
                     ExitCode::SUCCESS
                 } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Command::DeadLetters(command) => {
+                let (request, json) = match command {
+                    DeadLetters::List { json } => (Request::List, json),
+                    DeadLetters::Replay(which) => (
+                        Request::Replay {
+                            ids: which.ids,
+                            all: which.all,
+                        },
+                        false,
+                    ),
+                    DeadLetters::Purge(which) => (
+                        Request::Purge {
+                            ids: which.ids,
+                            all: which.all,
+                        },
+                        false,
+                    ),
+                };
+                let response = control::run(&config.queue.data_dir, request).await;
+                let (text, ok) = control::render(&response, json);
+                if ok {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                } else {
+                    eprintln!("{text}");
                     ExitCode::FAILURE
                 }
             }

@@ -19,13 +19,37 @@ pub enum HookOutcome {
         status: u16,
         content_type: Option<String>,
         body: Bytes,
+        /// The `Retry-After` header, when the hook sent a valid one.
+        retry_after: Option<std::time::Duration>,
     },
     /// The response body was larger than `max_response_bytes`.
     ResponseTooLarge {
         status: u16,
+        retry_after: Option<std::time::Duration>,
     },
     ConnectFailure(String),
     Timeout,
+}
+
+impl HookOutcome {
+    /// The HTTP status, when the hook answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            HookOutcome::Response { status, .. } | HookOutcome::ResponseTooLarge { status, .. } => {
+                Some(*status)
+            }
+            _ => None,
+        }
+    }
+
+    /// How long the hook asked the bridge to wait before the next try.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            HookOutcome::Response { retry_after, .. }
+            | HookOutcome::ResponseTooLarge { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
 }
 
 /// What the bridge does about one forwarded stanza.
@@ -110,14 +134,15 @@ pub fn decide(original: &Stanza, outcome: &HookOutcome, limits: ReadLimits) -> V
                 "the hook did not answer in time",
             );
         }
-        HookOutcome::ResponseTooLarge { status } if (200..300).contains(status) => {
+        HookOutcome::ResponseTooLarge { status, .. } if (200..300).contains(status) => {
             return unusable(original, "the response body exceeds max_response_bytes");
         }
-        HookOutcome::ResponseTooLarge { status } => return bounce_status(*status, None),
+        HookOutcome::ResponseTooLarge { status, .. } => return bounce_status(*status, None),
         HookOutcome::Response {
             status,
             content_type,
             body,
+            ..
         } => (*status, content_type.as_deref(), body),
     };
     let media = media_of(content_type);
@@ -334,10 +359,10 @@ fn stanza_reply(original: &Stanza, xml: &str, limits: ReadLimits) -> Verdict {
         Err(e) => return hook_error(format!("the reply stanza is not acceptable XML: {e}")),
     };
     for (name, value) in [("to", original.from()), ("from", original.to())] {
-        if element.attr(name).is_none() {
-            if let Some(value) = value {
-                element.set_attr(rxml::Namespace::NONE, ncname(name), value);
-            }
+        if element.attr(name).is_none()
+            && let Some(value) = value
+        {
+            element.set_attr(rxml::Namespace::NONE, ncname(name), value);
         }
     }
     Verdict::ok(Decision::Send(element))
@@ -402,6 +427,7 @@ mod tests {
             status,
             content_type: (!content_type.is_empty()).then(|| content_type.to_owned()),
             body: Bytes::copy_from_slice(body.as_bytes()),
+            retry_after: None,
         }
     }
 

@@ -8,11 +8,14 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{
+    AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER,
+};
 
 use crate::bridge::reply::HookOutcome;
 use crate::config::WebhookConfig;
 use crate::limits;
+use crate::queue::retry;
 use crate::webhook::signing::{self, Signer};
 
 pub const USER_AGENT: &str = concat!("component-http/", env!("CARGO_PKG_VERSION"));
@@ -76,7 +79,7 @@ impl HookClient {
 
     /// POSTs a JSON body to the hook as the delivery `webhook_id`, signed when a signer is
     /// configured.
-    pub async fn post(&self, webhook_id: &str, body: Vec<u8>) -> HookOutcome {
+    pub async fn post(&self, webhook_id: &str, body: Bytes) -> HookOutcome {
         let mut request = self
             .http
             .post(self.url.clone())
@@ -101,13 +104,22 @@ impl HookClient {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| retry::parse_retry_after(v, std::time::SystemTime::now()));
         match self.read_capped(response).await {
             Ok(Some(body)) => HookOutcome::Response {
                 status,
                 content_type,
                 body,
+                retry_after,
             },
-            Ok(None) => HookOutcome::ResponseTooLarge { status },
+            Ok(None) => HookOutcome::ResponseTooLarge {
+                status,
+                retry_after,
+            },
             Err(error) => failure(&error),
         }
     }

@@ -390,10 +390,10 @@ impl Session {
         let ping_target = ping_target(&self.config.domain);
         let mut batch = Vec::with_capacity(limits::READ_CHUNK_BYTES);
 
-        if !unsent.is_empty() {
-            if let Err(error) = write_batch(&mut writer, unsent, &mut batch).await {
-                return Ended::Failed(error);
-            }
+        if !unsent.is_empty()
+            && let Err(error) = write_batch(&mut writer, unsent, &mut batch).await
+        {
+            return Ended::Failed(error);
         }
         // After `stop_reading` the reader is gone on purpose; the writer goes on until `finish`.
         let mut reader_alive = true;
@@ -444,11 +444,10 @@ impl Session {
                     last_write = Instant::now();
                 }
                 _ = tick.tick() => {
-                    if let Some((_, sent_at)) = &ping {
-                        if sent_at.elapsed() >= interval * 2 {
+                    if let Some((_, sent_at)) = &ping
+                        && sent_at.elapsed() >= interval * 2 {
                             return Ended::Failed(LinkError::DeadLink);
                         }
-                    }
                     let mut keepalive = String::new();
                     if last_write.elapsed() >= interval {
                         keepalive.push(' ');
@@ -545,11 +544,12 @@ async fn read_loop(
             continue;
         };
         let kind = stanza.kind;
-        if kind == Kind::Iq && matches!(stanza.type_(), Some("result" | "error")) {
-            if let Some(id) = stanza.id().filter(|id| id.starts_with(PING_ID_PREFIX)) {
-                let _ = control.send(Control::PingAnswered(id.to_owned())).await;
-                continue;
-            }
+        if kind == Kind::Iq
+            && matches!(stanza.type_(), Some("result" | "error"))
+            && let Some(id) = stanza.id().filter(|id| id.starts_with(PING_ID_PREFIX))
+        {
+            let _ = control.send(Control::PingAnswered(id.to_owned())).await;
+            continue;
         }
         debug!(
             kind = kind.as_str(),

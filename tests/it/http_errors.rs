@@ -10,6 +10,9 @@ use tokio::time::Instant;
 use crate::helpers::*;
 
 const ECHO: &str = "echo@bot.localhost";
+/// These tests are about the table: the error comes at once, as with the module, instead of
+/// after the retries (which `retries.rs` covers).
+const BOUNCE_AT_ONCE: &str = "retry_for = \"0s\"";
 
 /// Status, error type, condition, text.
 const TABLE: &[(u16, &str, &str, Option<&str>)] = &[
@@ -93,7 +96,7 @@ async fn every_row_of_the_table_becomes_its_stanza_error() {
         .collect();
     let mut stack = Stack::start(
         by_id(replies.iter().map(|(id, r)| (id.as_str(), r.clone()))),
-        |c| c.key("stanzas = [\"message\", \"iq\"]"),
+        |c| c.key("stanzas = [\"message\", \"iq\"]").key(BOUNCE_AT_ONCE),
     )
     .await;
 
@@ -205,7 +208,7 @@ async fn a_short_text_plain_body_becomes_the_error_text() {
                     .body("x".repeat(256)),
             ),
         ]),
-        |c| c,
+        |c| c.key(BOUNCE_AT_ONCE),
     )
     .await;
     let cases: [(&str, Option<String>); 6] = [
@@ -234,7 +237,7 @@ async fn a_refused_connection_is_a_connection_failure() {
     let url = format!("http://{}/hook", closed.local_addr().expect("address"));
     drop(closed);
     let mut server = XmppServer::start().await;
-    let _bridge = BridgeConfig::new(&server, &url).spawn();
+    let _bridge = BridgeConfig::new(&server, &url).key(BOUNCE_AT_ONCE).spawn();
     let mut conn = server.accept().await;
     let sender = "alice@localhost/phone";
     conn.send(&chat(sender, ECHO, "c1", "anyone?")).await;
@@ -260,7 +263,10 @@ async fn a_refused_connection_is_a_connection_failure() {
 async fn a_hook_slower_than_the_timeout_is_a_timeout() {
     let mut stack = Stack::start(
         |r: &Request| Reply::echo(r).delay(Duration::from_secs(5)),
-        |c| c.table("[webhook]\ntimeout = \"500ms\""),
+        |c| {
+            c.key(BOUNCE_AT_ONCE)
+                .table("[webhook]\ntimeout = \"500ms\"")
+        },
     )
     .await;
     let sender = "alice@localhost/phone";
@@ -294,7 +300,8 @@ async fn errors_go_back_for_every_addressing_form() {
             "echo@bot.localhost/desk",
         ]
         .map(|to| async move {
-            let mut stack = Stack::start(|_: &Request| Reply::status(500), |c| c).await;
+            let mut stack =
+                Stack::start(|_: &Request| Reply::status(500), |c| c.key(BOUNCE_AT_ONCE)).await;
             let sender = "alice@localhost/phone";
             stack.conn.send(&chat(sender, to, "f1", "x")).await;
             let reply = stack.conn.with_id("f1").await;

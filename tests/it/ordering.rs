@@ -118,65 +118,104 @@ async fn ordering_none_delivers_one_sender_concurrently() {
 }
 
 #[tokio::test]
-async fn at_max_in_flight_a_stalled_hook_stops_the_reading() {
+async fn a_stalled_hook_fills_the_queue_then_new_stanzas_are_refused_at_once() {
     let mut stack = Stack::start(
         |_: &Request| Reply::json(serde_json::json!({})).held(),
-        |c| c.key("max_in_flight = 2"),
+        |c| c.key("max_in_flight = 2").key("queue_max_stanzas = 20"),
     )
     .await;
     let padding = "p".repeat(8 * 1024);
-    let limit: usize = 256 * 1024 * 1024;
-    let mut written = 0usize;
-    let mut blocked = false;
-    let mut n = 0usize;
-    while written < limit {
+    let send = |n: usize| {
+        chat(
+            &format!("user{n}@localhost/r"),
+            ECHO,
+            &format!("b{n}"),
+            &padding,
+        )
+    };
+    for n in 0..20 {
+        stack.conn.send(&send(n)).await;
+    }
+    stack.hook.wait_requests(2).await;
+    let before = stack.bridge.memory();
+    // 16 MiB more while the hook is stalled: every one is refused at once, none is buffered.
+    let refused = 2000;
+    for n in 20..20 + refused {
+        stack.conn.send(&send(n)).await;
+    }
+    for n in 20..20 + refused {
+        let reply = stack.conn.with_id(&format!("b{n}")).await;
+        let error = assert_error_reply(
+            &reply,
+            &format!("user{n}@localhost/r"),
+            ECHO,
+            &format!("b{n}"),
+        );
+        assert_eq!(
+            (error.type_.as_str(), error.condition.as_str()),
+            ("wait", "resource-constraint"),
+            "{}",
+            to_xml(&reply)
+        );
+    }
+    assert_eq!(
+        stack.hook.requests().len(),
+        2,
+        "only max_in_flight calls while the hook is stalled"
+    );
+    let after = stack.bridge.memory();
+    assert!(
+        after.current_kib < before.current_kib + 16 * 1024,
+        "memory must stay flat while stanzas are refused ({} KiB before, {} KiB after)",
+        before.current_kib,
+        after.current_kib
+    );
+    assert_eq!(
+        stack.server.connections(),
+        1,
+        "a full queue is not a reason to reconnect"
+    );
+
+    // Once the hook answers, the 20 that were taken are delivered, and only they.
+    stack.hook.release();
+    let delivered = stack.hook.wait_requests(20).await;
+    assert!(
+        stack.hook.max_concurrent() <= 2,
+        "never more than max_in_flight at once"
+    );
+    let mut ids: Vec<String> = delivered
+        .iter()
+        .filter_map(|r| r.field("id").map(str::to_owned))
+        .collect();
+    ids.sort_by_key(|id| id[1..].parse::<usize>().unwrap_or(usize::MAX));
+    assert_eq!(ids, (0..20).map(|n| format!("b{n}")).collect::<Vec<_>>());
+    stack.conn.send(&send(9999)).await;
+    stack.hook.wait_requests(21).await;
+}
+
+#[tokio::test]
+async fn the_queue_is_bounded_by_bytes_too() {
+    let mut stack = Stack::start(
+        |_: &Request| Reply::json(serde_json::json!({})).held(),
+        |c| c.key("max_in_flight = 1").key("queue_max_bytes = 262144"),
+    )
+    .await;
+    let padding = "p".repeat(60 * 1024);
+    for n in 0..6 {
         let stanza = chat(
             &format!("user{n}@localhost/r"),
             ECHO,
             &format!("b{n}"),
             &padding,
         );
-        match stack
-            .conn
-            .send_within(stanza.as_bytes(), Duration::from_secs(2))
-            .await
-        {
-            Ok(true) => written += stanza.len(),
-            Ok(false) => {
-                blocked = true;
-                break;
-            }
-            Err(e) => panic!("the bridge dropped the link under load: {e}"),
-        }
-        n += 1;
+        stack.conn.send(&stanza).await;
     }
-    assert!(
-        blocked,
-        "the bridge kept reading {written} bytes while its hook was stalled"
-    );
-    assert_eq!(
-        stack.hook.requests().len(),
-        2,
-        "only max_in_flight stanzas may be delivered while the hook is stalled"
-    );
-    assert_eq!(stack.hook.max_concurrent(), 2);
-    let memory = stack.bridge.memory();
-    assert!(
-        memory.current_kib < 64 * 1024,
-        "the bridge must not buffer what it cannot deliver ({} KiB resident after {written} bytes)",
-        memory.current_kib
-    );
-    assert_eq!(
-        stack.server.connections(),
-        1,
-        "backpressure is not a reason to reconnect"
-    );
-
-    // Once the hook answers, delivery and reading resume.
+    // 4 stanzas of about 60 KiB fit in 256 KiB; the 5th and 6th do not.
+    for n in [4, 5] {
+        let reply = stack.conn.with_id(&format!("b{n}")).await;
+        let error = stanza_error(&reply).expect("a stanza error");
+        assert_eq!(error.condition, "resource-constraint", "{}", to_xml(&reply));
+    }
     stack.hook.release();
-    stack.hook.wait_requests(3).await;
-    assert!(
-        stack.hook.max_concurrent() <= 2,
-        "never more than max_in_flight at once"
-    );
+    assert_eq!(stack.hook.wait_requests(4).await.len(), 4);
 }
