@@ -1,7 +1,9 @@
 //! `component-http check`: the configuration is valid (already, if we got here), the server
-//! accepts the component, the hook answers HTTP. Prints one line per check.
+//! accepts the component, the hook answers HTTP, the durable queue can be opened. Prints one
+//! line per check.
 
 use crate::config::Config;
+use crate::queue::store::{Store, StoreError};
 use crate::webhook::client::HookClient;
 use crate::xmpp::session;
 
@@ -39,6 +41,34 @@ pub async fn run(config: &Config) -> bool {
         Err(error) => {
             all_ok = false;
             println!("FAIL  {error}");
+        }
+    }
+    if config.queue.durable {
+        let dir = &config.queue.data_dir;
+        let opened = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || Store::open(&dir).map(|store| store.pending()))
+                .await
+        };
+        match opened {
+            Ok(Ok(Ok(waiting))) => println!(
+                "ok    queue in {}: {} stanza(s) waiting",
+                dir.display(),
+                waiting.len()
+            ),
+            // A running instance holds the queue: it opened it, so it is usable.
+            Ok(Err(StoreError::InUse { .. })) => println!(
+                "ok    queue in {}: in use by the running instance",
+                dir.display()
+            ),
+            Ok(Err(error)) | Ok(Ok(Err(error))) => {
+                all_ok = false;
+                println!("FAIL  {error}");
+            }
+            Err(error) => {
+                all_ok = false;
+                println!("FAIL  queue in {}: {error}", dir.display());
+            }
         }
     }
     all_ok

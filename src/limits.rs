@@ -38,7 +38,7 @@ pub const RECONNECT_STABLE_AFTER: Duration = Duration::from_secs(60);
 /// retrying fast cannot help, but the operator's fix must be picked up without a restart.
 pub const RECONNECT_AFTER_CONFIGURATION_ERROR: Duration = Duration::from_secs(30);
 
-/// Deliveries (webhook calls) in flight across the process (SPEC §3).
+/// Webhook calls in flight across the process (SPEC §3).
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 /// How long a forwarded iq get/set may wait for its answer (SPEC §2 rule 4).
 pub const DEFAULT_IQ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -54,11 +54,9 @@ pub const ERROR_TEXT_MAX_BYTES: usize = 256;
 
 /// Stanzas waiting for the single socket writer.
 pub const OUTBOUND_QUEUE: usize = 1024;
-/// Stanzas read from the socket and waiting for the router. Small: a slow hook must become TCP
-/// backpressure rather than memory.
+/// Stanzas read from the socket and waiting for the router. Small: what is read but not yet in
+/// the queue is what a crash loses.
 pub const INBOUND_QUEUE: usize = 64;
-/// Stanzas waiting behind the head of one conversation before the router stops reading.
-pub const CONVERSATION_QUEUE: usize = 64;
 
 /// Stanzas and bytes (of their XML) the queue holds by default, waiting or in flight; past
 /// either, new stanzas are refused with `wait/resource-constraint` (SPEC §3). The queue is held

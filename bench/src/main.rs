@@ -81,30 +81,30 @@ async fn main() -> anyhow::Result<()> {
             measured: isolated::http_only(&fast_hook, load).await?,
         },
     );
-    let (measured, idle_rss) = bridge_row(&fast_hook, "none", load, false).await?;
+    let mut idle_rss = 0;
+    for ordering in ["none", "conversation"] {
+        for queue in ["memory", "durable"] {
+            let (measured, idle) = bridge_row(&fast_hook, ordering, queue, load, false).await?;
+            idle_rss = idle_rss.max(idle);
+            record(
+                &mut rows,
+                Row {
+                    mode: "isolated",
+                    name: format!(
+                        "bridge, ordering={ordering}, queue={queue}, fast hook, 100 senders"
+                    ),
+                    measured,
+                },
+            );
+        }
+    }
+    let (measured, _) = bridge_row(&fast_hook, "none", "memory", load, true).await?;
     record(
         &mut rows,
         Row {
             mode: "isolated",
-            name: "bridge, ordering=none, fast hook, 100 senders".into(),
-            measured,
-        },
-    );
-    let (measured, _) = bridge_row(&fast_hook, "conversation", load, false).await?;
-    record(
-        &mut rows,
-        Row {
-            mode: "isolated",
-            name: "bridge, ordering=conversation, fast hook, 100 senders".into(),
-            measured,
-        },
-    );
-    let (measured, _) = bridge_row(&fast_hook, "none", load, true).await?;
-    record(
-        &mut rows,
-        Row {
-            mode: "isolated",
-            name: "bridge, ordering=none, fast hook over HTTP/2 (h2c), 100 senders".into(),
+            name: "bridge, ordering=none, queue=memory, fast hook over HTTP/2 (h2c), 100 senders"
+                .into(),
             measured,
         },
     );
@@ -113,21 +113,21 @@ async fn main() -> anyhow::Result<()> {
         senders: 100,
         window: 512,
     };
-    let (measured, _) = bridge_row(&slow_hook, "none", slow, false).await?;
+    let (measured, _) = bridge_row(&slow_hook, "none", "durable", slow, false).await?;
     record(
         &mut rows,
         Row {
             mode: "isolated",
-            name: "bridge, ordering=none, hook 10 ms, 100 senders".into(),
+            name: "bridge, ordering=none, queue=durable, hook 10 ms, 100 senders".into(),
             measured,
         },
     );
-    let (measured, _) = bridge_row(&slow_hook, "conversation", slow, false).await?;
+    let (measured, _) = bridge_row(&slow_hook, "conversation", "durable", slow, false).await?;
     record(
         &mut rows,
         Row {
             mode: "isolated",
-            name: "bridge, ordering=conversation, hook 10 ms, 100 senders".into(),
+            name: "bridge, ordering=conversation, queue=durable, hook 10 ms, 100 senders".into(),
             measured,
         },
     );
@@ -136,12 +136,13 @@ async fn main() -> anyhow::Result<()> {
         senders: 1,
         window: 64,
     };
-    let (measured, _) = bridge_row(&slow_hook, "conversation", one_sender, false).await?;
+    let (measured, _) =
+        bridge_row(&slow_hook, "conversation", "durable", one_sender, false).await?;
     record(
         &mut rows,
         Row {
             mode: "isolated",
-            name: "bridge, ordering=conversation, hook 10 ms, 1 sender".into(),
+            name: "bridge, ordering=conversation, queue=durable, hook 10 ms, 1 sender".into(),
             measured,
         },
     );
@@ -161,7 +162,7 @@ async fn main() -> anyhow::Result<()> {
     report::print_table(&rows);
     println!();
     println!(
-        "memory: idle RSS {:.1} MiB; with a stalled hook, {written} stanzas pushed until the bridge stopped reading, RSS {:.1} MiB",
+        "memory: idle RSS {:.1} MiB; with a stalled hook, {written} stanzas pushed (the queue holds 10,000, the rest are refused with resource-constraint, and the bridge stops reading when its writes back block), peak RSS {:.1} MiB",
         idle_rss as f64 / 1024.0,
         stalled_rss as f64 / 1024.0
     );
@@ -184,6 +185,7 @@ fn record(rows: &mut Vec<Row>, row: Row) {
 async fn bridge_row(
     hook_url: &str,
     ordering: &str,
+    queue: &str,
     load: Load,
     http2: bool,
 ) -> anyhow::Result<(Measured, u64)> {
@@ -196,6 +198,7 @@ async fn bridge_row(
         max_in_flight: 256,
         hook_timeout: Duration::from_secs(15),
         http2,
+        queue,
     })?;
     let accepted = isolated::accept_bridge(&listener).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -240,6 +243,7 @@ async fn e2e_rows(rows: &mut Vec<Row>, hook_url: &str, per_client: usize) -> any
             max_in_flight: 256,
             hook_timeout: Duration::from_secs(15),
             http2: false,
+            queue: "durable",
         })?;
         e2e::wait_routed(prosody.c2s_port).await?;
         let before = bridge.stats();
@@ -253,7 +257,7 @@ async fn e2e_rows(rows: &mut Vec<Row>, hook_url: &str, per_client: usize) -> any
             Row {
                 mode: "prosody",
                 name: format!(
-                    "bridge, ordering={ordering}, fast hook, {CLIENTS} clients × window {WINDOW}"
+                    "bridge, ordering={ordering}, queue=durable, fast hook, {CLIENTS} clients × window {WINDOW}"
                 ),
                 measured,
             },
@@ -262,7 +266,8 @@ async fn e2e_rows(rows: &mut Vec<Row>, hook_url: &str, per_client: usize) -> any
     Ok(())
 }
 
-/// Pushes stanzas at a hook that never answers: the bridge must stop reading, not buffer.
+/// Pushes stanzas at a hook that never answers: the queue fills to its bound, the rest are
+/// refused, and memory stays bounded.
 async fn stalled_row(total: usize) -> anyhow::Result<(usize, u64)> {
     let hook = format!("http://{}/", hook::start(HookBehaviour::Stalled).await?);
     let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -274,6 +279,7 @@ async fn stalled_row(total: usize) -> anyhow::Result<(usize, u64)> {
         max_in_flight: 256,
         hook_timeout: Duration::from_secs(300),
         http2: false,
+        queue: "durable",
     })?;
     let accepted = isolated::accept_bridge(&listener).await?;
     let (written, _accepted) = isolated::flood(accepted, total, 100).await?;
@@ -289,8 +295,9 @@ fn print_targets(rows: &[Row], idle_rss_kib: u64, stalled_rss_kib: u64) {
             .unwrap_or(0.0)
     };
     let ceiling = rate("ceiling: HTTP");
-    let none = rate("bridge, ordering=none, fast");
-    let conversation = rate("bridge, ordering=conversation, fast hook, 100");
+    let none = rate("bridge, ordering=none, queue=memory, fast hook, 100");
+    let conversation = rate("bridge, ordering=conversation, queue=memory, fast hook, 100");
+    let durable = rate("bridge, ordering=conversation, queue=durable, fast hook, 100");
     let row = |name: &str| {
         rows.iter()
             .find(|r| r.name.starts_with(name))
@@ -312,9 +319,14 @@ fn print_targets(rows: &[Row], idle_rss_kib: u64, stalled_rss_kib: u64) {
         "- isolated, ordering=conversation, 100 senders ≥ 20,000/s: {conversation:.0}/s — {}",
         check(conversation >= 20_000.0)
     );
+    println!(
+        "- isolated, ordering=conversation, 100 senders, durable queue ≥ 0.7 × in-memory ({conversation:.0}/s): {durable:.0}/s, ratio {:.2} — {}",
+        durable / conversation.max(1.0),
+        check(durable >= 0.7 * conversation)
+    );
     if let (Some(ceiling), Some(bridge)) = (
         row("ceiling: trivial component"),
-        row("bridge, ordering=conversation, fast hook, 20"),
+        row("bridge, ordering=conversation, queue=durable, fast hook, 20"),
     ) {
         let ratio = bridge.per_second() / ceiling.per_second().max(1.0);
         println!(

@@ -21,6 +21,8 @@ pub struct BridgeOptions<'a> {
     pub max_in_flight: usize,
     pub hook_timeout: Duration,
     pub http2: bool,
+    /// `queue = "durable"` or `"memory"`.
+    pub queue: &'a str,
 }
 
 /// The bridge binary sits beside the harness's own binary (both built by one cargo command).
@@ -39,12 +41,13 @@ impl Bridge {
     pub fn spawn(options: &BridgeOptions<'_>) -> anyhow::Result<Bridge> {
         let dir = tempfile::tempdir()?;
         let config = format!(
-            "domain = \"bot.localhost\"\nserver = \"{}\"\nsecret = \"{}\"\nordering = \"{}\"\nmax_in_flight = {}\n\
+            "domain = \"bot.localhost\"\nserver = \"{}\"\nsecret = \"{}\"\nordering = \"{}\"\nmax_in_flight = {}\nqueue = \"{}\"\n\
              [webhook]\nurl = \"{}\"\ntimeout = \"{}s\"\nhttp2_prior_knowledge = {}\n",
             options.server,
             options.secret,
             options.ordering,
             options.max_in_flight,
+            options.queue,
             options.hook_url,
             options.hook_timeout.as_secs().max(1),
             options.http2,

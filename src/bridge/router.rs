@@ -1,7 +1,8 @@
 //! Decides, stanza by stanza, what happens to what the server sends: forward it to the hook
 //! (through [`Delivery`]), answer it here ([`builtin`]), or drop it with a log line. It reads
-//! the inbound channel one stanza at a time, so when delivery is full it stops reading and the
-//! reader behind it stops reading the socket.
+//! the inbound channel one stanza at a time, so when delivery waits (for the queue's disk
+//! writer, or for room to write a reply) it stops reading and the reader behind it stops
+//! reading the socket.
 
 use std::sync::Arc;
 
@@ -62,7 +63,7 @@ impl Router {
             };
             match route(&stanza, &self.config) {
                 Route::Forward => {
-                    // Waiting for delivery capacity must not hold up a shutdown: SIGTERM drains
+                    // Waiting for the queue's writer must not hold up a shutdown: SIGTERM drains
                     // what is in flight, it does not wait for room for more.
                     tokio::select! {
                         _ = self.delivery.submit(stanza) => {}

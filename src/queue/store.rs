@@ -81,8 +81,8 @@ pub struct Entry {
     pub position: u64,
     /// Numbers its `webhook-id`; the position it first had, kept when a dead letter is replayed.
     pub id: u64,
-    /// When the bridge first read it, in milliseconds since the Unix epoch: `retry_for` counts
-    /// from here, across restarts.
+    /// When the bridge read it (or it was replayed), in milliseconds since the Unix epoch:
+    /// `retry_for` counts from here, across restarts.
     pub received_ms: u64,
     /// The stanza's XML as read from the server.
     pub raw: String,
@@ -275,7 +275,8 @@ impl Store {
     }
 
     /// Moves the selected dead letters back to the end of the queue, in their original order and
-    /// with their original ids (so a hook that did see one can tell); returns the new entries.
+    /// with their original ids (so a hook that did see one can tell), with a fresh `retry_for`
+    /// counted from now; returns the new entries.
     pub fn revive(&self, selection: &Selection) -> Result<Vec<Entry>, StoreError> {
         let write = self.inner.db.begin_write()?;
         let mut revived = Vec::new();
@@ -291,6 +292,7 @@ impl Store {
                 };
                 let entry = Entry {
                     position: self.allocate(),
+                    received_ms: now_ms(),
                     ..letter.entry
                 };
                 pending.insert(entry.position, encode_entry(&entry).as_slice())?;
