@@ -26,12 +26,6 @@ pub enum StartError {
     Hook(#[from] ClientError),
     #[error(transparent)]
     Queue(#[from] StoreError),
-    #[error("cannot listen on the control socket in {dir}: {source}")]
-    Control {
-        dir: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 /// Runs the component until `shutdown` completes, then stops it gracefully.
@@ -76,16 +70,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             );
         }
         delivery.resume(waiting);
-        let socket =
-            ControlSocket::bind(&config.queue.data_dir).map_err(|source| StartError::Control {
-                dir: config.queue.data_dir.clone(),
-                source,
-            })?;
-        control_task = Some(tokio::spawn(socket.serve(
-            store.clone(),
-            delivery.clone(),
-            finish.clone(),
-        )));
+        // Without the socket the component still works; only `dead-letters` needs it, and only
+        // while this instance runs.
+        match ControlSocket::bind(&config.queue.data_dir) {
+            Ok(socket) => {
+                control_task = Some(tokio::spawn(socket.serve(
+                    store.clone(),
+                    delivery.clone(),
+                    finish.clone(),
+                )))
+            }
+            Err(error) => warn!(
+                "cannot listen on the control socket in {}: {error}; `dead-letters` commands will work only while this instance is stopped",
+                config.queue.data_dir.display()
+            ),
+        }
     }
     let router = Router {
         config: config.clone(),

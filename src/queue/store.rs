@@ -231,32 +231,30 @@ impl Store {
 
     /// Every waiting stanza, in queue order; damaged records are reported and skipped.
     pub fn pending(&self) -> Result<Vec<Entry>, StoreError> {
-        let read = self.inner.db.begin_read()?;
-        let table = read.open_table(PENDING)?;
-        let mut entries = Vec::new();
-        for row in table.range::<u64>(..)? {
-            let (position, bytes) = row?;
-            match decode_entry(position.value(), bytes.value()) {
-                Some(entry) => entries.push(entry),
-                None => error!("{}", StoreError::Damaged(position.value())),
-            }
-        }
-        Ok(entries)
+        self.read_all(PENDING, decode_entry)
     }
 
     /// Every dead letter, oldest first.
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        self.read_all(DEAD, decode_dead)
+    }
+
+    fn read_all<T>(
+        &self,
+        table: TableDefinition<u64, &[u8]>,
+        decode: fn(u64, &[u8]) -> Option<T>,
+    ) -> Result<Vec<T>, StoreError> {
         let read = self.inner.db.begin_read()?;
-        let table = read.open_table(DEAD)?;
-        let mut letters = Vec::new();
+        let table = read.open_table(table)?;
+        let mut records = Vec::new();
         for row in table.range::<u64>(..)? {
             let (position, bytes) = row?;
-            match decode_dead(position.value(), bytes.value()) {
-                Some(letter) => letters.push(letter),
+            match decode(position.value(), bytes.value()) {
+                Some(record) => records.push(record),
                 None => error!("{}", StoreError::Damaged(position.value())),
             }
         }
-        Ok(letters)
+        Ok(records)
     }
 
     /// Deletes the selected dead letters; returns how many there were.
