@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use crate::bridge::delivery::Delivery;
 use crate::limits;
-use crate::queue::store::{DeadLetter, Selection, Store, StoreError};
+use crate::queue::store::{self, DeadLetter, Selection, Store, StoreError};
 use crate::xmpp::codec::{ReadLimits, parse_stanza};
 
 /// The socket's file inside `data_dir`.
@@ -73,6 +73,15 @@ pub async fn run(data_dir: &Path, request: Request) -> Response {
                     limits::CONTROL_TIMEOUT
                 ),
             },
+        };
+    }
+    let file = data_dir.join(store::FILE_NAME);
+    if !file.exists() {
+        return Response::Error {
+            message: format!(
+                "there is no queue at {}: no instance has run with this data_dir and queue = \"durable\" (with queue = \"memory\" nothing is kept)",
+                file.display()
+            ),
         };
     }
     let data_dir = data_dir.to_owned();

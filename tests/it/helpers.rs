@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -831,6 +831,12 @@ impl Request {
     pub fn field(&self, key: &str) -> Option<&str> {
         self.json.get(key).and_then(Value::as_str)
     }
+
+    /// Its `webhook-id` header, which every call must carry.
+    pub fn webhook_id(&self) -> String {
+        self.header("webhook-id")
+            .unwrap_or_else(|| panic!("a call without webhook-id: {}", self.json))
+    }
 }
 
 type Responder = Box<dyn Fn(&Request) -> Reply + Send + Sync>;
@@ -967,6 +973,37 @@ impl Hook {
                 panic!("the webhook did not answer {n} requests within {WAIT:?}");
             }
         }
+    }
+
+    /// Waits until the requests received so far satisfy `done`; returns them.
+    pub async fn wait_until(&self, what: &str, done: impl Fn(&[Request]) -> bool) -> Vec<Request> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let notified = self.state.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let requests = self.requests();
+            if done(&requests) {
+                return requests;
+            }
+            if timeout_at(deadline, notified).await.is_err() {
+                panic!(
+                    "the webhook never saw {what} within {WAIT:?}; it received: {:#?}",
+                    requests
+                        .iter()
+                        .map(|r| format!("{} {} {}", r.method, r.path, r.json))
+                        .collect::<Vec<_>>()
+                );
+            }
+        }
+    }
+
+    /// The requests received so far for the stanza with this id, in arrival order.
+    pub fn requests_with_id(&self, id: &str) -> Vec<Request> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.field("id") == Some(id))
+            .collect()
     }
 
     /// The first request that satisfies `matches`.
@@ -1112,6 +1149,13 @@ impl BridgeConfig {
         self
     }
 
+    /// `data_dir` set to `dir`, so that successive processes (a restarted bridge) share one
+    /// queue.
+    pub fn data_dir(self, dir: &Path) -> BridgeConfig {
+        let path = toml::Value::String(dir.display().to_string());
+        self.key(&format!("data_dir = {path}"))
+    }
+
     /// A file written next to the configuration.
     pub fn file(mut self, name: &str, contents: &str) -> BridgeConfig {
         self.files.push((name.to_owned(), contents.to_owned()));
@@ -1156,6 +1200,9 @@ impl BridgeConfig {
         bridge.finished().await
     }
 }
+
+/// The configuration file's name inside a bridge's temporary directory.
+const CONFIG_FILE: &str = "component-http.toml";
 
 /// A process that has exited.
 #[derive(Debug)]
@@ -1207,7 +1254,7 @@ impl Bridge {
         args: &[&str],
     ) -> Bridge {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let config_path = dir.path().join("component-http.toml");
+        let config_path = dir.path().join(CONFIG_FILE);
         std::fs::write(&config_path, config).expect("write the configuration");
         for (name, contents) in files {
             std::fs::write(dir.path().join(name), contents).expect("write a configuration file");
@@ -1242,6 +1289,50 @@ impl Bridge {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The directory of its configuration file: relative paths of the configuration (such as
+    /// the default `data_dir = "data"`) are under it. It lives as long as the `Bridge`.
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
+    /// The configuration file it runs with.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir().join(CONFIG_FILE)
+    }
+
+    /// Runs `component-http --config FILE dead-letters ARGS` with this bridge's configuration
+    /// file, as an operator would next to this instance (running or stopped), and waits for it.
+    pub async fn dead_letters(&self, args: &[&str]) -> Finished {
+        let mut all = vec!["dead-letters"];
+        all.extend_from_slice(args);
+        run_cli(&self.config_path(), &all).await
+    }
+
+    /// `dead-letters list --json` (which must succeed), one JSON object per dead letter.
+    pub async fn dead_letter_list(&self) -> Vec<Value> {
+        let listed = self.dead_letters(&["list", "--json"]).await;
+        assert_eq!(
+            listed.code(),
+            Some(0),
+            "dead-letters list --json failed: {listed:?}"
+        );
+        listed
+            .stdout
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("not a JSON dead letter ({e}): {line}"))
+            })
+            .collect()
+    }
+
+    /// Sends SIGKILL and reaps the process: a crash, with no chance to clean up.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("send SIGKILL to the bridge");
+        self.child.wait().expect("reap the killed bridge");
     }
 
     /// Its stderr so far.
@@ -1311,6 +1402,50 @@ impl Bridge {
     /// Its memory as the kernel reports it.
     pub fn memory(&self) -> Memory {
         memory_of(self.pid())
+    }
+}
+
+/// Runs the binary with `--config config` and `args` (a command that exits, such as
+/// `dead-letters list`) and waits for it to exit, at most [`WAIT`].
+pub async fn run_cli(config: &Path, args: &[&str]) -> Finished {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let stdout = dir.path().join("stdout.log");
+    let stderr = dir.path().join("stderr.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_component-http"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .current_dir(dir.path())
+        .env_remove("COMPONENT_HTTP_SECRET")
+        .env_remove("COMPONENT_HTTP_WEBHOOK_AUTHORIZATION")
+        .env_remove("COMPONENT_HTTP_WEBHOOK_SIGNING_SECRET")
+        .env_remove("COMPONENT_HTTP_CONFIG")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout).expect("create the stdout file"))
+        .stderr(std::fs::File::create(&stderr).expect("create the stderr file"))
+        .spawn()
+        .expect("start the component-http binary");
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the command") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "`component-http {}` did not exit within {WAIT:?}; stderr:\n{}",
+                args.join(" "),
+                std::fs::read_to_string(&stderr).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    Finished {
+        status,
+        stdout: std::fs::read_to_string(&stdout).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&stderr).unwrap_or_default(),
     }
 }
 

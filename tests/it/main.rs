@@ -6,6 +6,7 @@ mod helpers;
 
 mod builtin;
 mod config;
+mod dead_letters;
 mod handshake;
 mod http_errors;
 mod keepalive;
@@ -17,6 +18,7 @@ mod reconnect;
 mod replies;
 mod request;
 mod restricted_xml;
+mod retries;
 mod shutdown;
 mod signing;
 mod tls;
