@@ -331,23 +331,7 @@ async fn a_stopped_instance_is_managed_on_its_file_and_a_replay_is_delivered_at_
 
 #[tokio::test]
 async fn a_crash_loses_nothing_that_was_read() {
-    let data = tempfile::tempdir().expect("a data directory");
-    let mut server = XmppServer::start().await;
-    // The bridge started after the crash posts to another path, which the hook takes: a call
-    // the killed process had on the wire cannot be mistaken for one of the restarted one.
-    let hook = Hook::start(|request: &Request| {
-        if request.path == "/after" {
-            Reply::echo(request)
-        } else {
-            Reply::status(503)
-        }
-    })
-    .await;
-    let mut bridge = BridgeConfig::new(&server, &hook.url())
-        .key(FAST_RETRIES)
-        .data_dir(data.path())
-        .spawn();
-    let mut conn = server.accept().await;
+    let (data, mut server, hook, mut bridge, mut conn) = failing_until_restarted().await;
 
     let senders = [(ALICE, 'a'), (BOB, 'b')];
     let mut burst = String::new();
@@ -440,21 +424,7 @@ async fn a_crash_loses_nothing_that_was_read() {
 
 #[tokio::test]
 async fn a_stop_keeps_a_stanza_being_retried_and_the_next_start_delivers_it() {
-    let data = tempfile::tempdir().expect("a data directory");
-    let mut server = XmppServer::start().await;
-    let hook = Hook::start(|request: &Request| {
-        if request.path == "/after" {
-            Reply::echo(request)
-        } else {
-            Reply::status(503)
-        }
-    })
-    .await;
-    let mut bridge = BridgeConfig::new(&server, &hook.url())
-        .key(FAST_RETRIES)
-        .data_dir(data.path())
-        .spawn();
-    let mut conn = server.accept().await;
+    let (data, mut server, hook, mut bridge, mut conn) = failing_until_restarted().await;
     conn.send(&chat(ALICE, ECHO, "k1", "hold on")).await;
     let seen = hook
         .wait_until("two attempts at k1", |requests| requests.len() >= 2)
@@ -526,4 +496,26 @@ async fn retry_for_counts_from_when_the_stanza_was_read_across_a_restart() {
     let letters = restarted.dead_letter_list().await;
     assert_eq!(letters.len(), 1, "{letters:#?}");
     letter_of(&letters, "t1");
+}
+
+/// A bridge on its own `data_dir` whose hook answers 503, except on `/after`, where it echoes.
+/// The bridge started after a crash or a stop posts to `/after`: a call the first process had on
+/// the wire cannot be mistaken for one of the restarted one.
+async fn failing_until_restarted() -> (tempfile::TempDir, XmppServer, Hook, Bridge, Conn) {
+    let data = tempfile::tempdir().expect("a data directory");
+    let mut server = XmppServer::start().await;
+    let hook = Hook::start(|request: &Request| {
+        if request.path == "/after" {
+            Reply::echo(request)
+        } else {
+            Reply::status(503)
+        }
+    })
+    .await;
+    let bridge = BridgeConfig::new(&server, &hook.url())
+        .key(FAST_RETRIES)
+        .data_dir(data.path())
+        .spawn();
+    let conn = server.accept().await;
+    (data, server, hook, bridge, conn)
 }

@@ -943,57 +943,48 @@ impl Hook {
         n: usize,
         within: Duration,
     ) -> Result<Vec<Request>, Vec<Request>> {
+        self.wait_for(within, |requests| requests.len() >= n).await
+    }
+
+    /// Waits until at least `n` requests have been answered; returns every request.
+    pub async fn wait_answered(&self, n: usize) -> Vec<Request> {
+        self.wait_for(WAIT, |requests| {
+            requests.iter().filter(|r| r.answered.is_some()).count() >= n
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the webhook did not answer {n} requests within {WAIT:?}"))
+    }
+
+    /// Waits until the requests received so far satisfy `done`; returns them.
+    pub async fn wait_until(&self, what: &str, done: impl Fn(&[Request]) -> bool) -> Vec<Request> {
+        self.wait_for(WAIT, done).await.unwrap_or_else(|requests| {
+            panic!(
+                "the webhook never saw {what} within {WAIT:?}; it received: {:#?}",
+                requests
+                    .iter()
+                    .map(|r| format!("{} {} {}", r.method, r.path, r.json))
+                    .collect::<Vec<_>>()
+            )
+        })
+    }
+
+    /// The requests once they satisfy `done`, or `Err` with what came within `within`.
+    async fn wait_for(
+        &self,
+        within: Duration,
+        done: impl Fn(&[Request]) -> bool,
+    ) -> Result<Vec<Request>, Vec<Request>> {
         let deadline = Instant::now() + within;
         loop {
             let notified = self.state.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let requests = self.requests();
-            if requests.len() >= n {
+            if done(&requests) {
                 return Ok(requests);
             }
             if timeout_at(deadline, notified).await.is_err() {
                 return Err(self.requests());
-            }
-        }
-    }
-
-    /// Waits until at least `n` requests have been answered; returns every request.
-    pub async fn wait_answered(&self, n: usize) -> Vec<Request> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let notified = self.state.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let requests = self.requests();
-            if requests.iter().filter(|r| r.answered.is_some()).count() >= n {
-                return requests;
-            }
-            if timeout_at(deadline, notified).await.is_err() {
-                panic!("the webhook did not answer {n} requests within {WAIT:?}");
-            }
-        }
-    }
-
-    /// Waits until the requests received so far satisfy `done`; returns them.
-    pub async fn wait_until(&self, what: &str, done: impl Fn(&[Request]) -> bool) -> Vec<Request> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let notified = self.state.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let requests = self.requests();
-            if done(&requests) {
-                return requests;
-            }
-            if timeout_at(deadline, notified).await.is_err() {
-                panic!(
-                    "the webhook never saw {what} within {WAIT:?}; it received: {:#?}",
-                    requests
-                        .iter()
-                        .map(|r| format!("{} {} {}", r.method, r.path, r.json))
-                        .collect::<Vec<_>>()
-                );
             }
         }
     }
