@@ -376,22 +376,21 @@ impl Inner {
     async fn finish(&self, job: &Job, outcome: &HookOutcome) {
         let stanza = &job.stanza;
         let verdict = reply::decide(stanza, outcome, self.read_limits());
+        let stored = self.store.as_ref().zip(job.position);
         let mut kept = false;
-        if let (Some(store), Some(position)) = (&self.store, job.position) {
-            if retry::retryable(outcome) && !self.config.queue.retry_for.is_zero() {
-                let reason = retry::describe(outcome);
-                error!(
-                    webhook_id = job.webhook_id,
-                    from = stanza.from(),
-                    "{reason}; retry_for has run out: kept as a dead letter (see `component-http dead-letters`)"
-                );
-                match store.bury(position, reason).await {
-                    Ok(()) => kept = true,
-                    Err(reason) => error!("the dead letter could not be stored: {reason}"),
-                }
-            }
-            if !kept {
-                store.remove(position).await;
+        if let Some((store, position)) = stored
+            && retry::retryable(outcome)
+            && !self.config.queue.retry_for.is_zero()
+        {
+            let reason = retry::describe(outcome);
+            error!(
+                webhook_id = job.webhook_id,
+                from = stanza.from(),
+                "{reason}; retry_for has run out: kept as a dead letter (see `component-http dead-letters`)"
+            );
+            match store.bury(position, reason).await {
+                Ok(()) => kept = true,
+                Err(reason) => error!("the dead letter could not be stored: {reason}"),
             }
         }
         if let Some(warning) = &verdict.warning
@@ -416,6 +415,13 @@ impl Inner {
                     outbox.bounce(&stanza, &error).await;
                 });
             }
+        }
+        // Removed only once the reply is handed to the writer, so that a crash before then
+        // delivers the stanza again (same webhook-id) rather than lose its reply.
+        if let Some((store, position)) = stored
+            && !kept
+        {
+            store.remove(position).await;
         }
     }
 }

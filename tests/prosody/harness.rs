@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -39,6 +39,10 @@ pub const USERS: &[(&str, &str)] = &[
     ("user1", "throwaway-password-1"),
     ("user2", "throwaway-password-2"),
 ];
+
+/// Bridge configuration for tests of the module's error table: the bridge retries retryable
+/// hook failures first unless `retry_for` is zero, which bounces at once like the module.
+pub const BOUNCE_AT_ONCE: &str = "retry_for = \"0s\"";
 
 /// How long a test waits for a reply that must come.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -87,6 +91,11 @@ impl ChildGuard {
         self.child
             .as_mut()
             .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// The process id, while the process is held.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// SIGKILL and reap.
@@ -276,6 +285,16 @@ Component "{DOMAIN}"
             .count()
     }
 
+    /// Creates one more account (besides [`USERS`]) on the running server.
+    pub fn register(&self, user: &str, password: &str) {
+        write_account(&self.dir.path().join("data"), user, password);
+    }
+
+    /// A logged-in client for an account made with [`Self::register`].
+    pub async fn client_as(&self, user: &str, password: &str) -> XmppClient {
+        XmppClient::connect(self.c2s_port, user, password).await
+    }
+
     /// A logged-in client for one of [`USERS`].
     pub async fn client(&self, user: &str) -> XmppClient {
         let password = USERS
@@ -309,15 +328,19 @@ fn spawn_prosody(dir: &Path) -> Child {
 /// (`DATA/HOST/accounts/USER.dat`, a Lua table). Writing them directly works whatever user the
 /// tests run as; `prosodyctl register` would need the data dir owned by the `prosody` user.
 fn register_users(data: &Path) {
+    for (user, password) in USERS {
+        write_account(data, user, password);
+    }
+}
+
+fn write_account(data: &Path, user: &str, password: &str) {
     let accounts = data.join(HOST).join("accounts");
     std::fs::create_dir_all(&accounts).expect("accounts dir");
-    for (user, password) in USERS {
-        std::fs::write(
-            accounts.join(format!("{user}.dat")),
-            format!("return {{\n\t[\"password\"] = \"{password}\";\n}};\n"),
-        )
-        .expect("write account");
-    }
+    std::fs::write(
+        accounts.join(format!("{user}.dat")),
+        format!("return {{\n\t[\"password\"] = \"{password}\";\n}};\n"),
+    )
+    .expect("write account");
 }
 
 impl Drop for Prosody {
@@ -402,6 +425,20 @@ pub struct Recorded {
     pub raw: Bytes,
     /// The body parsed as JSON (`Value::Null` when it was not JSON).
     pub json: Value,
+    /// When the hook had its answer ready (after any delay); unset while it waits, or if the
+    /// caller went away before.
+    pub answered: Arc<OnceLock<Instant>>,
+}
+
+impl Recorded {
+    /// The `webhook-id` header; every call must carry one.
+    pub fn webhook_id(&self) -> String {
+        self.headers
+            .get("webhook-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| panic!("a call without a webhook-id: {}", self.json))
+            .to_owned()
+    }
 }
 
 type Responder = Arc<dyn Fn(&Value) -> Reply + Send + Sync>;
@@ -421,26 +458,55 @@ pub struct Hook {
 
 impl Hook {
     pub async fn start(responder: impl Fn(&Value) -> Reply + Send + Sync + 'static) -> Hook {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind webhook");
+        Self::serve(listener, Arc::new(responder))
+    }
+
+    /// A webhook on 127.0.0.1:`port`, for a hook that was down (nothing listening on a port
+    /// taken from [`free_ports`]) and comes up; the bind is retried while the port is busy.
+    pub async fn start_on(
+        port: u16,
+        responder: impl Fn(&Value) -> Reply + Send + Sync + 'static,
+    ) -> Hook {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+                Ok(listener) => break listener,
+                Err(error) if Instant::now() < deadline => {
+                    eprintln!("webhook: port {port} not free yet ({error}), trying again");
+                    tokio::time::sleep(POLL).await;
+                }
+                Err(error) => panic!("webhook: cannot listen on port {port}: {error}"),
+            }
+        };
+        Self::serve(listener, Arc::new(responder))
+    }
+
+    fn serve(listener: tokio::net::TcpListener, responder: Responder) -> Hook {
         let recorded = Arc::new(Mutex::new(Vec::new()));
         let state = HookState {
-            responder: Arc::new(responder),
+            responder,
             recorded: recorded.clone(),
         };
         let app = axum::Router::new()
             .route("/hook", axum::routing::post(handle_hook))
             .with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind webhook");
         let port = listener.local_addr().expect("webhook addr").port();
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("webhook server");
         });
         Hook {
-            url: format!("http://127.0.0.1:{port}/hook"),
+            url: hook_url(port),
             recorded,
             task,
         }
+    }
+
+    /// How many requests arrived so far.
+    pub fn count(&self) -> usize {
+        self.recorded.lock().expect("hook lock").len()
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -461,6 +527,11 @@ impl Hook {
     }
 }
 
+/// The webhook's URL when it listens on `port`.
+pub fn hook_url(port: u16) -> String {
+    format!("http://127.0.0.1:{port}/hook")
+}
+
 impl Drop for Hook {
     fn drop(&mut self) {
         self.task.abort();
@@ -470,14 +541,17 @@ impl Drop for Hook {
 async fn handle_hook(State(state): State<HookState>, headers: HeaderMap, raw: Bytes) -> Response {
     let json = serde_json::from_slice(&raw).unwrap_or(Value::Null);
     let reply = (state.responder)(&json);
-    state
-        .recorded
-        .lock()
-        .expect("hook lock")
-        .push(Recorded { headers, raw, json });
+    let answered = Arc::new(OnceLock::new());
+    state.recorded.lock().expect("hook lock").push(Recorded {
+        headers,
+        raw,
+        json,
+        answered: answered.clone(),
+    });
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
+    let _ = answered.set(Instant::now());
     let status = StatusCode::from_u16(reply.status).expect("valid status");
     let mut response = (status, reply.body).into_response();
     for (name, value) in &reply.headers {
@@ -504,6 +578,9 @@ async fn handle_hook(State(state): State<HookState>, headers: HeaderMap, raw: By
 // Bridge
 // ---------------------------------------------------------------------------------------------
 
+/// The bridge's configuration file, inside its temp dir (so `data_dir` defaults to `DIR/data`).
+const BRIDGE_CONFIG: &str = "component-http.toml";
+
 /// The component-http binary under test, connected to a [`Prosody`].
 pub struct Bridge {
     child: ChildGuard,
@@ -522,13 +599,42 @@ impl Bridge {
             "domain = \"{DOMAIN}\"\nserver = \"127.0.0.1:{port}\"\nsecret = \"{COMPONENT_SECRET}\"\ncomponent_post_url = \"{hook_url}\"\n{extra}\n",
             port = prosody.component_port,
         );
-        let config_path = dir.path().join("component-http.toml");
-        std::fs::write(&config_path, config).expect("write bridge config");
+        std::fs::write(dir.path().join(BRIDGE_CONFIG), config).expect("write bridge config");
+        std::fs::File::create(dir.path().join("bridge.log")).expect("bridge log");
+        let mut bridge = Bridge {
+            child: ChildGuard { child: None },
+            dir,
+        };
+        bridge.spawn(prosody).await;
+        bridge
+    }
+
+    /// SIGKILLs the bridge: no shutdown, no last commit, nothing flushed.
+    pub fn kill(&mut self) {
+        self.child.kill();
+    }
+
+    /// Starts the bridge again (after [`Self::kill`]) with the same configuration, so on the
+    /// same queue; returns once Prosody logged its authentication.
+    pub async fn restart(&mut self, prosody: &Prosody) {
+        self.child.kill();
+        let mut log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.log_path())
+            .expect("bridge log");
+        let _ = std::io::Write::write_all(&mut log, b"----- started again -----\n");
+        self.spawn(prosody).await;
+    }
+
+    async fn spawn(&mut self, prosody: &Prosody) {
         let logins_before = prosody.component_logins();
-        let log = std::fs::File::create(dir.path().join("bridge.log")).expect("bridge log");
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.log_path())
+            .expect("bridge log");
         let child = Command::new(env!("CARGO_BIN_EXE_component-http"))
             .arg("--config")
-            .arg(&config_path)
+            .arg(self.dir.path().join(BRIDGE_CONFIG))
             .arg("run")
             .env(
                 "RUST_LOG",
@@ -536,35 +642,50 @@ impl Bridge {
             )
             .env_remove("COMPONENT_HTTP_SECRET")
             .env_remove("COMPONENT_HTTP_CONFIG")
-            .current_dir(dir.path())
+            .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("spawn component-http");
-        let mut bridge = Bridge {
-            child: ChildGuard::new(child),
-            dir,
-        };
+        self.child = ChildGuard::new(child);
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             if prosody.component_logins() > logins_before {
-                return bridge;
+                return;
             }
-            if let Some(status) = bridge.child.exited() {
+            if let Some(status) = self.child.exited() {
                 panic!(
                     "component-http exited with {status} before connecting; its log:\n{}",
-                    tail(&bridge.log_path(), 40)
+                    tail(&self.log_path(), 40)
                 );
             }
             if Instant::now() >= deadline {
                 panic!(
                     "component-http did not authenticate to Prosody within {STARTUP_TIMEOUT:?}; its log:\n{}",
-                    tail(&bridge.log_path(), 40)
+                    tail(&self.log_path(), 40)
                 );
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// The queue's directory when the configuration leaves `data_dir` at its default.
+    pub fn default_data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The bridge's resident memory (VmRSS), in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let pid = self.child.pid().expect("the bridge is running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status:\n{status}"));
+        kib * 1024
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -724,6 +845,27 @@ impl XmppClient {
                     panic!("the client was disconnected while waiting for {what}: {error}")
                 }
             }
+        }
+    }
+
+    /// The next stanza (one kept by an earlier `recv_where` first) if one comes within
+    /// `timeout`; with a zero `timeout` only what has already arrived. Panics if the client
+    /// lost its session: what was addressed to the old one never arrives.
+    pub async fn recv_any(&mut self, timeout: Duration) -> Option<Element> {
+        if let Some(element) = self.pending.pop_front() {
+            return Some(element);
+        }
+        match tokio::time::timeout(timeout, self.client.next()).await {
+            Err(_) => None,
+            Ok(Some(Event::Stanza(stanza))) => Some(Element::from(stanza)),
+            Ok(Some(Event::Online { bound_jid, .. })) => panic!(
+                "{} logged in again (as {bound_jid}): stanzas for its old session are lost",
+                self.jid
+            ),
+            Ok(Some(Event::Disconnected(error))) => {
+                panic!("{} was disconnected: {error}", self.jid)
+            }
+            Ok(None) => panic!("the stream of {} ended", self.jid),
         }
     }
 

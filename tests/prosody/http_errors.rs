@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{Reply, Stack, StanzaErrorInfo, free_ports, stanza_error, to_xml};
+use crate::harness::{
+    BOUNCE_AT_ONCE, Reply, Stack, StanzaErrorInfo, free_ports, stanza_error, to_xml,
+};
 
 struct Case {
     /// Message body; the hook picks its answer from it.
@@ -118,7 +120,7 @@ async fn hook_failures_become_the_stanza_errors_of_the_table() {
                 .find(|case| case.trigger == trigger)
                 .map_or_else(|| Reply::new(599), |case| (case.reply)())
         },
-        "",
+        BOUNCE_AT_ONCE,
     )
     .await
     else {
@@ -181,9 +183,12 @@ async fn an_unreachable_hook_is_a_connection_failure() {
     let prosody = crate::harness::Prosody::start().await;
     // Nothing listens there any more.
     let [closed] = free_ports::<1>();
-    let _bridge =
-        crate::harness::Bridge::start(&prosody, &format!("http://127.0.0.1:{closed}/hook"), "")
-            .await;
+    let _bridge = crate::harness::Bridge::start(
+        &prosody,
+        &format!("http://127.0.0.1:{closed}/hook"),
+        BOUNCE_AT_ONCE,
+    )
+    .await;
     let mut user = prosody.client("user1").await;
 
     let reply = user
@@ -213,7 +218,7 @@ async fn an_unreachable_hook_is_a_connection_failure() {
 async fn a_hook_slower_than_the_timeout_is_a_timeout() {
     let Some(stack) = Stack::start(
         |request: &Value| Reply::echo(request).delay(Duration::from_secs(4)),
-        "[webhook]\ntimeout = \"1s\"",
+        &format!("{BOUNCE_AT_ONCE}\n[webhook]\ntimeout = \"1s\""),
     )
     .await
     else {

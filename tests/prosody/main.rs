@@ -6,6 +6,7 @@
 //! where they fail.
 
 mod builtin;
+mod durable;
 mod echo;
 mod harness;
 mod harness_check;

@@ -228,7 +228,11 @@ async fn error_stanzas_are_never_answered() {
                 _ => Reply::json(json!({ "body": "answer to an error" })),
             })
         },
-        "stanzas = [\"message\", \"iq\"]",
+        // A 500 is bounced at once, as by the module, rather than retried.
+        &format!(
+            "stanzas = [\"message\", \"iq\"]\n{}",
+            crate::harness::BOUNCE_AT_ONCE
+        ),
     )
     .await
     else {
