@@ -72,6 +72,11 @@ pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(24 * 3600);
 pub const QUEUE_WRITE_BACKLOG: usize = 4096;
 /// Most writes committed in one transaction (one fsync).
 pub const QUEUE_GROUP_COMMIT_MAX: usize = 4096;
+/// Under load (more than one write waiting) but with fewer than this many, the queue's writer
+/// waits `QUEUE_GROUP_COMMIT_LINGER` for more before committing: fewer, larger commits cost
+/// less CPU per stanza. A lone write is committed at once.
+pub const QUEUE_GROUP_COMMIT_LINGER_BELOW: usize = 64;
+pub const QUEUE_GROUP_COMMIT_LINGER: Duration = Duration::from_millis(1);
 /// The queue database's page cache.
 pub const QUEUE_CACHE_BYTES: usize = 8 * 1024 * 1024;
 

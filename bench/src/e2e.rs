@@ -187,7 +187,26 @@ pub async fn trivial_component(
 }
 
 /// Logs in `clients` users, then each sends `per_client` messages with `window` outstanding.
+///
+/// The clients run on a current-thread runtime of their own: on a multi-thread runtime
+/// tokio-xmpp's client can stop reading its socket under load (replies sit unread), which
+/// would stall a run for reasons that have nothing to do with the component measured.
 pub async fn drive_clients(
+    c2s_port: u16,
+    clients: usize,
+    per_client: usize,
+    window: usize,
+) -> anyhow::Result<Measured> {
+    tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(drive_clients_here(c2s_port, clients, per_client, window))
+    })
+    .await?
+}
+
+async fn drive_clients_here(
     c2s_port: u16,
     clients: usize,
     per_client: usize,

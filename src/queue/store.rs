@@ -341,16 +341,16 @@ fn init_meta(db: &Database) -> Result<(u64, u64), StoreError> {
     Ok(found)
 }
 
-/// The writer thread: one transaction and one fsync for everything queued since the last one.
+/// The writer thread: one transaction and one fsync for everything queued since the last one,
+/// after a short wait for more when several writes are coming in at once.
 fn run_writer(db: &Database, mut queue: mpsc::Receiver<Write>) {
     let mut batch = Vec::new();
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
-        while batch.len() < limits::QUEUE_GROUP_COMMIT_MAX {
-            match queue.try_recv() {
-                Ok(write) => batch.push(write),
-                Err(_) => break,
-            }
+        drain_into(&mut batch, &mut queue);
+        if batch.len() > 1 && batch.len() < limits::QUEUE_GROUP_COMMIT_LINGER_BELOW {
+            std::thread::sleep(limits::QUEUE_GROUP_COMMIT_LINGER);
+            drain_into(&mut batch, &mut queue);
         }
         let result = commit(db, &batch).map_err(|e| e.to_string());
         if let Err(reason) = &result {
@@ -366,6 +366,16 @@ fn run_writer(db: &Database, mut queue: mpsc::Receiver<Write>) {
                 }
                 Write::Remove(_) => {}
             }
+        }
+    }
+}
+
+/// Adds what is queued, up to the most one commit takes.
+fn drain_into(batch: &mut Vec<Write>, queue: &mut mpsc::Receiver<Write>) {
+    while batch.len() < limits::QUEUE_GROUP_COMMIT_MAX {
+        match queue.try_recv() {
+            Ok(write) => batch.push(write),
+            Err(_) => break,
         }
     }
 }
