@@ -32,9 +32,10 @@ pub enum StartError {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
     let config = Arc::new(config);
     let hook = HookClient::new(&config.webhook)?;
-    let store = match config.queue.durable {
-        true => Some(Store::open(&config.queue.data_dir)?),
-        false => None,
+    let store = if config.queue.durable {
+        Some(Store::open(&config.queue.data_dir)?)
+    } else {
+        None
     };
     let (inbound_tx, inbound_rx) = mpsc::channel(limits::INBOUND_QUEUE);
     let (outbound_tx, outbound_rx) = mpsc::channel(limits::OUTBOUND_QUEUE);

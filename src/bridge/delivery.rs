@@ -119,8 +119,12 @@ impl Delivery {
             inner.outbox.bounce(&stanza, &error).await;
             return;
         }
-        let now = Instant::now();
         let queue = &inner.config.queue;
+        let retry_until = Instant::now()
+            + match stanza.kind {
+                Kind::Iq => queue.retry_for.min(inner.config.iq_timeout),
+                _ => queue.retry_for,
+            };
         let job = match &inner.store {
             Some(store) if stanza.kind != Kind::Iq => {
                 let position = store.allocate();
@@ -134,16 +138,12 @@ impl Delivery {
                     committed: Some(store.append(entry).await),
                     position: Some(position),
                     webhook_id: store.webhook_id(position),
-                    retry_until: now + queue.retry_for,
+                    retry_until,
                     stanza,
                 }
             }
             _ => Job {
-                retry_until: now
-                    + match stanza.kind {
-                        Kind::Iq => queue.retry_for.min(inner.config.iq_timeout),
-                        _ => queue.retry_for,
-                    },
+                retry_until,
                 webhook_id: inner.next_memory_id(),
                 position: None,
                 committed: None,
