@@ -1250,22 +1250,8 @@ impl Bridge {
         for (name, contents) in files {
             std::fs::write(dir.path().join(name), contents).expect("write a configuration file");
         }
-        let stdout = dir.path().join("stdout.log");
-        let stderr = dir.path().join("stderr.log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_component-http"));
-        command
-            .arg("--config")
-            .arg(&config_path)
-            .args(args)
-            .current_dir(dir.path())
-            .env_remove("COMPONENT_HTTP_SECRET")
-            .env_remove("COMPONENT_HTTP_WEBHOOK_AUTHORIZATION")
-            .env_remove("COMPONENT_HTTP_WEBHOOK_SIGNING_SECRET")
-            .env_remove("COMPONENT_HTTP_CONFIG")
-            .env("RUST_LOG", rust_log)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout).expect("create the stdout file"))
-            .stderr(std::fs::File::create(&stderr).expect("create the stderr file"));
+        let (mut command, stdout, stderr) =
+            bridge_command(&config_path, args, dir.path(), rust_log);
         for (name, value) in env {
             command.env(name, value);
         }
@@ -1396,27 +1382,40 @@ impl Bridge {
     }
 }
 
-/// Runs the binary with `--config config` and `args` (a command that exits, such as
-/// `dead-letters list`) and waits for it to exit, at most [`WAIT`].
-pub async fn run_cli(config: &Path, args: &[&str]) -> Finished {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let stdout = dir.path().join("stdout.log");
-    let stderr = dir.path().join("stderr.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_component-http"))
+/// The bridge binary with `--config config` and `args`, run in `dir` without the bridge's
+/// environment variables of the test process; its stdout and stderr go to files in `dir`,
+/// returned with the command.
+fn bridge_command(
+    config: &Path,
+    args: &[&str],
+    dir: &Path,
+    rust_log: &str,
+) -> (Command, PathBuf, PathBuf) {
+    let stdout = dir.join("stdout.log");
+    let stderr = dir.join("stderr.log");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_component-http"));
+    command
         .arg("--config")
         .arg(config)
         .args(args)
-        .current_dir(dir.path())
+        .current_dir(dir)
         .env_remove("COMPONENT_HTTP_SECRET")
         .env_remove("COMPONENT_HTTP_WEBHOOK_AUTHORIZATION")
         .env_remove("COMPONENT_HTTP_WEBHOOK_SIGNING_SECRET")
         .env_remove("COMPONENT_HTTP_CONFIG")
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", rust_log)
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&stdout).expect("create the stdout file"))
-        .stderr(std::fs::File::create(&stderr).expect("create the stderr file"))
-        .spawn()
-        .expect("start the component-http binary");
+        .stderr(std::fs::File::create(&stderr).expect("create the stderr file"));
+    (command, stdout, stderr)
+}
+
+/// Runs the binary with `--config config` and `args` (a command that exits, such as
+/// `dead-letters list`) and waits for it to exit, at most [`WAIT`].
+pub async fn run_cli(config: &Path, args: &[&str]) -> Finished {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (mut command, stdout, stderr) = bridge_command(config, args, dir.path(), "info");
+    let mut child = command.spawn().expect("start the component-http binary");
     let deadline = Instant::now() + WAIT;
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait for the command") {
