@@ -233,9 +233,12 @@ async fn a_short_text_plain_body_becomes_the_error_text() {
 
 #[tokio::test]
 async fn a_refused_connection_is_a_connection_failure() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    // Bound but not listening: connections are refused, and no other test can take the port.
+    let closed = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    closed
+        .bind("127.0.0.1:0".parse().expect("an address"))
+        .expect("bind a port");
     let url = format!("http://{}/hook", closed.local_addr().expect("address"));
-    drop(closed);
     let mut server = XmppServer::start().await;
     let _bridge = BridgeConfig::new(&server, &url).key(BOUNCE_AT_ONCE).spawn();
     let mut conn = server.accept().await;

@@ -23,8 +23,8 @@ use component_http::queue::store::{self, Store};
 use tokio_xmpp::minidom::Element;
 
 use crate::harness::{
-    Bridge, Hook, Prosody, Recorded, Reply, StanzaErrorInfo, XmppClient, body, echo_text,
-    free_ports, from_component, hook_url, parse_stanza_xml, require_tool, stanza_error, to_xml,
+    Bridge, ClosedPort, Hook, Prosody, Recorded, Reply, StanzaErrorInfo, XmppClient, body,
+    echo_text, from_component, hook_url, parse_stanza_xml, require_tool, stanza_error, to_xml,
     wait_until,
 };
 
@@ -335,10 +335,10 @@ async fn a_hook_down_for_30_s_gets_each_of_5000_messages_once_and_in_order() {
     }
     let prosody = Prosody::start().await;
     // Nothing listens on the hook's port: every call is refused until the hook starts on it.
-    let [hook_port] = free_ports::<1>();
+    let hook_port = ClosedPort::new();
     let _bridge = Bridge::start(
         &prosody,
-        &hook_url(hook_port),
+        &hook_url(hook_port.port),
         "retry_max_interval = \"2s\"",
     )
     .await;
@@ -383,7 +383,7 @@ async fn a_hook_down_for_30_s_gets_each_of_5000_messages_once_and_in_order() {
             .collect::<Vec<_>>()
     );
 
-    let hook = Hook::start_on(hook_port, Reply::echo).await;
+    let hook = Hook::start_on(hook_port, Reply::echo);
     let back = Instant::now();
     let senders = in_parallel(senders, |mut sender| async move {
         sender
@@ -800,10 +800,10 @@ async fn a_full_queue_refuses_at_once_stays_flat_and_delivers_what_it_took() {
         return;
     }
     let prosody = Prosody::start().await;
-    let [hook_port] = free_ports::<1>();
+    let hook_port = ClosedPort::new();
     let bridge = Bridge::start(
         &prosody,
-        &hook_url(hook_port),
+        &hook_url(hook_port.port),
         &format!("queue_max_stanzas = {FULL_MAX_STANZAS}\nretry_max_interval = \"1s\""),
     )
     .await;
@@ -866,7 +866,7 @@ async fn a_full_queue_refuses_at_once_stays_flat_and_delivers_what_it_took() {
     );
 
     // The hook comes back: what the queue took is delivered, in order, once each.
-    let hook = Hook::start_on(hook_port, Reply::echo).await;
+    let hook = Hook::start_on(hook_port, Reply::echo);
     let back = Instant::now();
     let settled = settle_all(&mut senders, Duration::from_secs(60), |s| {
         s.iter().map(Sender::answered).sum::<usize>() == total

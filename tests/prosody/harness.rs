@@ -125,6 +125,26 @@ pub fn free_ports<const N: usize>() -> [u16; N] {
     ports
 }
 
+/// A port on 127.0.0.1 that refuses connections and that no other test can take: a socket
+/// bound to it but not listening (the kernel answers a connection with a reset). A hook that is
+/// "down" uses one, and [`Hook::start_on`] starts listening on the same socket, so no other
+/// test's server can take the port in between.
+pub struct ClosedPort {
+    socket: tokio::net::TcpSocket,
+    pub port: u16,
+}
+
+impl ClosedPort {
+    pub fn new() -> ClosedPort {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+        socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("bind 127.0.0.1:0");
+        let port = socket.local_addr().expect("local addr").port();
+        ClosedPort { socket, port }
+    }
+}
+
 /// Whether something accepts TCP connections on 127.0.0.1:`port`.
 pub fn port_open(port: u16) -> bool {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -464,23 +484,15 @@ impl Hook {
         Self::serve(listener, Arc::new(responder))
     }
 
-    /// A webhook on 127.0.0.1:`port`, for a hook that was down (nothing listening on a port
-    /// taken from [`free_ports`]) and comes up; the bind is retried while the port is busy.
-    pub async fn start_on(
-        port: u16,
+    /// The webhook of a hook that was down and comes up, on the port `down` kept for it.
+    pub fn start_on(
+        down: ClosedPort,
         responder: impl Fn(&Value) -> Reply + Send + Sync + 'static,
     ) -> Hook {
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        let listener = loop {
-            match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
-                Ok(listener) => break listener,
-                Err(error) if Instant::now() < deadline => {
-                    eprintln!("webhook: port {port} not free yet ({error}), trying again");
-                    tokio::time::sleep(POLL).await;
-                }
-                Err(error) => panic!("webhook: cannot listen on port {port}: {error}"),
-            }
-        };
+        let listener = down
+            .socket
+            .listen(1024)
+            .expect("webhook: listen on the kept port");
         Self::serve(listener, Arc::new(responder))
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::harness::{
-    BOUNCE_AT_ONCE, Reply, Stack, StanzaErrorInfo, free_ports, stanza_error, to_xml,
+    BOUNCE_AT_ONCE, ClosedPort, Reply, Stack, StanzaErrorInfo, stanza_error, to_xml,
 };
 
 struct Case {
@@ -181,11 +181,11 @@ async fn an_unreachable_hook_is_a_connection_failure() {
         return;
     }
     let prosody = crate::harness::Prosody::start().await;
-    // Nothing listens there any more.
-    let [closed] = free_ports::<1>();
+    // Nothing listens there, and no other test can take the port while this one runs.
+    let closed = ClosedPort::new();
     let _bridge = crate::harness::Bridge::start(
         &prosody,
-        &format!("http://127.0.0.1:{closed}/hook"),
+        &format!("http://127.0.0.1:{}/hook", closed.port),
         BOUNCE_AT_ONCE,
     )
     .await;
