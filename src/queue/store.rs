@@ -216,9 +216,7 @@ impl Store {
             .writes
             .send(Write::Bury(position, reason, done))
             .await;
-        buried
-            .await
-            .unwrap_or_else(|_| Err("the queue's writer has stopped".into()))
+        Committed(buried).wait().await
     }
 
     /// Returns once everything sent to the writer before this call is on disk.

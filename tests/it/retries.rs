@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use minidom::Element;
 use tokio::time::Instant;
 
 use crate::helpers::*;
@@ -57,6 +58,19 @@ fn assert_webhook_id_shape(id: &str) {
 }
 
 /// The same `webhook-id` on every call; returns it.
+/// Sends `stanza` from Alice, then a marker in her conversation; asserts that exactly one
+/// stanza came back before the marker's answer, and returns it.
+async fn only_answer(conn: &mut Conn, stanza: &str, why: &str) -> Element {
+    let mut sent = sent_before_marker(conn, ALICE, ECHO, stanza).await;
+    assert_eq!(
+        sent.len(),
+        1,
+        "{why}: {:?}",
+        sent.iter().map(to_xml).collect::<Vec<_>>()
+    );
+    sent.remove(0)
+}
+
 fn one_webhook_id(attempts: &[Request]) -> String {
     let ids: Vec<String> = attempts.iter().map(Request::webhook_id).collect();
     assert!(
@@ -73,15 +87,14 @@ async fn a_503_is_retried_under_one_webhook_id_until_the_hook_takes_the_stanza()
     })
     .await;
     let stanza = chat(ALICE, ECHO, "r1", "third time lucky");
-    let sent = sent_before_marker(&mut stack.conn, ALICE, ECHO, &stanza).await;
-    assert_eq!(
-        sent.len(),
-        1,
-        "the sender gets exactly one answer, the hook's reply: {:?}",
-        sent.iter().map(to_xml).collect::<Vec<_>>()
-    );
-    assert_eq!(sent[0].attr("id"), Some("r1"), "{}", to_xml(&sent[0]));
-    assert_echo(&sent[0], "third time lucky");
+    let answer = only_answer(
+        &mut stack.conn,
+        &stanza,
+        "the sender gets exactly one answer, the hook's reply",
+    )
+    .await;
+    assert_eq!(answer.attr("id"), Some("r1"), "{}", to_xml(&answer));
+    assert_echo(&answer, "third time lucky");
 
     let attempts = stack.hook.requests_with_id("r1");
     assert_eq!(attempts.len(), 3, "two 503s, then the 200");
@@ -295,14 +308,13 @@ async fn a_hook_that_times_out_is_asked_again() {
     )
     .await;
     let stanza = chat(ALICE, ECHO, "slow", "take your time");
-    let sent = sent_before_marker(&mut stack.conn, ALICE, ECHO, &stanza).await;
-    assert_eq!(
-        sent.len(),
-        1,
-        "{:?}",
-        sent.iter().map(to_xml).collect::<Vec<_>>()
-    );
-    assert_echo(&sent[0], "take your time");
+    let answer = only_answer(
+        &mut stack.conn,
+        &stanza,
+        "the sender gets exactly one answer",
+    )
+    .await;
+    assert_echo(&answer, "take your time");
     let attempts = stack.hook.requests_with_id("slow");
     assert_eq!(attempts.len(), 2, "the timed-out call, then the retry");
     one_webhook_id(&attempts);
@@ -329,19 +341,18 @@ async fn final_statuses_are_bounced_at_once_and_not_kept() {
     for (status, type_, condition) in FINAL {
         let id = format!("f{status}");
         let stanza = chat(ALICE, ECHO, &id, "final");
-        let sent = sent_before_marker(&mut stack.conn, ALICE, ECHO, &stanza).await;
-        assert_eq!(
-            sent.len(),
-            1,
-            "one error for HTTP {status}: {:?}",
-            sent.iter().map(to_xml).collect::<Vec<_>>()
-        );
-        let error = assert_error_reply(&sent[0], ALICE, ECHO, &id);
+        let answer = only_answer(
+            &mut stack.conn,
+            &stanza,
+            &format!("one error for HTTP {status}"),
+        )
+        .await;
+        let error = assert_error_reply(&answer, ALICE, ECHO, &id);
         assert_eq!(
             (error.type_.as_str(), error.condition.as_str()),
             (type_, condition),
             "{}",
-            to_xml(&sent[0])
+            to_xml(&answer)
         );
         assert_eq!(
             stack.hook.requests_with_id(&id).len(),
@@ -363,14 +374,13 @@ async fn retry_for_zero_bounces_at_once_and_keeps_no_dead_letter() {
     })
     .await;
     let stanza = chat(ALICE, ECHO, "z1", "now or never");
-    let sent = sent_before_marker(&mut stack.conn, ALICE, ECHO, &stanza).await;
-    assert_eq!(
-        sent.len(),
-        1,
-        "{:?}",
-        sent.iter().map(to_xml).collect::<Vec<_>>()
-    );
-    let error = assert_error_reply(&sent[0], ALICE, ECHO, "z1");
+    let answer = only_answer(
+        &mut stack.conn,
+        &stanza,
+        "the sender gets exactly one answer",
+    )
+    .await;
+    let error = assert_error_reply(&answer, ALICE, ECHO, "z1");
     assert_eq!(
         error,
         StanzaErrorSeen {
@@ -443,14 +453,13 @@ async fn the_memory_queue_retries_too_and_writes_no_file() {
     })
     .await;
     let stanza = chat(ALICE, ECHO, "m1", "in memory");
-    let sent = sent_before_marker(&mut stack.conn, ALICE, ECHO, &stanza).await;
-    assert_eq!(
-        sent.len(),
-        1,
-        "{:?}",
-        sent.iter().map(to_xml).collect::<Vec<_>>()
-    );
-    assert_echo(&sent[0], "in memory");
+    let answer = only_answer(
+        &mut stack.conn,
+        &stanza,
+        "the sender gets exactly one answer",
+    )
+    .await;
+    assert_echo(&answer, "in memory");
     let attempts = stack.hook.requests_with_id("m1");
     assert_eq!(attempts.len(), 3);
     let id = one_webhook_id(&attempts);

@@ -333,15 +333,7 @@ async fn a_hook_down_for_30_s_gets_each_of_5000_messages_once_and_in_order() {
     if !require_tool("prosody", "prosody") {
         return;
     }
-    let prosody = Prosody::start().await;
-    // Nothing listens on the hook's port: every call is refused until the hook starts on it.
-    let hook_port = ClosedPort::new();
-    let _bridge = Bridge::start(
-        &prosody,
-        &hook_url(hook_port.port),
-        "retry_max_interval = \"2s\"",
-    )
-    .await;
+    let (prosody, hook_port, _bridge) = hook_down("retry_max_interval = \"2s\"").await;
     // The outage counts from here: the bridge is up, the hook is not.
     let down_since = Instant::now();
     let senders = connect_senders(&prosody, OUTAGE_SENDERS, 0).await;
@@ -799,13 +791,9 @@ async fn a_full_queue_refuses_at_once_stays_flat_and_delivers_what_it_took() {
     if !require_tool("prosody", "prosody") {
         return;
     }
-    let prosody = Prosody::start().await;
-    let hook_port = ClosedPort::new();
-    let bridge = Bridge::start(
-        &prosody,
-        &hook_url(hook_port.port),
-        &format!("queue_max_stanzas = {FULL_MAX_STANZAS}\nretry_max_interval = \"1s\""),
-    )
+    let (prosody, hook_port, bridge) = hook_down(&format!(
+        "queue_max_stanzas = {FULL_MAX_STANZAS}\nretry_max_interval = \"1s\""
+    ))
     .await;
     let mut senders = connect_senders(&prosody, FULL_SENDERS, FULL_PADDING).await;
     let total = FULL_SENDERS * FULL_PER_SENDER as usize;
@@ -908,4 +896,13 @@ async fn a_full_queue_refuses_at_once_stays_flat_and_delivers_what_it_took() {
             sender.name
         );
     }
+}
+
+/// A Prosody and a bridge (with `extra` configuration) whose hook is down: nothing listens on
+/// its port, so every call is refused until [`Hook::start_on`] starts it there.
+async fn hook_down(extra: &str) -> (Prosody, ClosedPort, Bridge) {
+    let prosody = Prosody::start().await;
+    let hook_port = ClosedPort::new();
+    let bridge = Bridge::start(&prosody, &hook_url(hook_port.port), extra).await;
+    (prosody, hook_port, bridge)
 }
