@@ -1,12 +1,14 @@
 //! Builds the pipeline of tasks (session → router → delivery → outbox → session's writer),
 //! opens the durable queue and resumes what it holds, runs it all, and shuts it down in order:
-//! stop reading, drain the hook calls in flight (up to [`limits::SHUTDOWN_DRAIN`]), commit the
-//! queue, then flush the writer and close the stream.
+//! stop reading and handle what was read, drain the hook calls in flight (up to
+//! [`limits::SHUTDOWN_DRAIN`]), then commit the queue, flush the writer and close the stream
+//! (up to [`limits::SHUTDOWN_FLUSH`]). Every step has a deadline, so no peer can hold a stop up.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -42,16 +44,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let (state_tx, _state_rx) = watch::channel(LinkState::Connecting);
     let stop_reading = CancellationToken::new();
     let finish = CancellationToken::new();
+    let reading = Arc::new(tokio::sync::Mutex::new(()));
 
     let session = Session {
         config: config.clone(),
         inbound: inbound_tx,
         outbound: outbound_rx,
         state: state_tx,
+        reading: reading.clone(),
         stop_reading: stop_reading.clone(),
         finish: finish.clone(),
     };
-    let session_task = tokio::spawn(session.run());
+    let mut session_task = tokio::spawn(session.run());
 
     let outbox = Outbox::new(config.clone(), outbound_tx);
     let delivery = Delivery::new(
@@ -91,27 +95,46 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         config: config.clone(),
         delivery: delivery.clone(),
         outbox,
+        reading,
     };
     let router_task = tokio::spawn(router.run(inbound_rx, stop_reading.clone()));
 
-    info!(domain = %config.domain, server = %config.server, hook = %config.webhook.url, "component-http started");
+    info!(domain = %config.domain, server = %config.server, hook = %config.webhook.shown_url(), "component-http started");
     shutdown.await;
     info!("shutting down: no new stanzas are read; waiting for deliveries in flight");
     stop_reading.cancel();
-    let _ = router_task.await;
-    if !delivery.drain(limits::SHUTDOWN_DRAIN).await {
+    let drain_until = Instant::now() + limits::SHUTDOWN_DRAIN;
+    if timeout_at(drain_until, router_task).await.is_err() {
+        warn!(
+            "stanzas read from the server could not be handed to delivery within {:?}",
+            limits::SHUTDOWN_DRAIN
+        );
+    }
+    if !delivery
+        .drain(drain_until.saturating_duration_since(Instant::now()))
+        .await
+    {
         warn!(
             "deliveries still in flight after {:?} were abandoned",
             limits::SHUTDOWN_DRAIN
         );
     }
-    if let Some(store) = &store {
-        store.flush().await;
+    let flush_until = Instant::now() + limits::SHUTDOWN_FLUSH;
+    if let Some(store) = &store
+        && timeout_at(flush_until, store.flush()).await.is_err()
+    {
+        warn!("the queue file did not confirm its last commit in time");
     }
     finish.cancel();
-    let _ = session_task.await;
+    if timeout_at(flush_until, &mut session_task).await.is_err() {
+        session_task.abort();
+        warn!(
+            "the XMPP server did not take the last replies within {:?}; they are not sent",
+            limits::SHUTDOWN_FLUSH
+        );
+    }
     if let Some(task) = control_task {
-        let _ = task.await;
+        task.abort();
     }
     info!("stopped");
     Ok(())

@@ -9,9 +9,10 @@ use crate::xmpp::session;
 
 /// Runs the checks; returns whether all passed.
 pub async fn run(config: &Config) -> bool {
+    let hook_url = config.webhook.shown_url();
     println!(
-        "ok    configuration: domain {}, server {}, hook {}",
-        config.domain, config.server, config.webhook.url
+        "ok    configuration: domain {}, server {}, hook {hook_url}",
+        config.domain, config.server
     );
     let mut all_ok = true;
     match session::connect(config).await {
@@ -29,13 +30,10 @@ pub async fn run(config: &Config) -> bool {
     }
     match HookClient::new(&config.webhook) {
         Ok(hook) => match hook.probe().await {
-            Ok(status) => println!(
-                "ok    hook {} answers HTTP (HEAD gave {status})",
-                config.webhook.url
-            ),
+            Ok(status) => println!("ok    hook {hook_url} answers HTTP (HEAD gave {status})"),
             Err(error) => {
                 all_ok = false;
-                println!("FAIL  hook {}: {error}", config.webhook.url);
+                println!("FAIL  hook {hook_url}: {error}");
             }
         },
         Err(error) => {

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -81,6 +82,7 @@ pub enum Ordering {
 
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
+    /// May carry credentials: show it only through [`WebhookConfig::shown_url`].
     pub url: url::Url,
     pub timeout: Duration,
     pub connect_timeout: Duration,
@@ -92,6 +94,13 @@ pub struct WebhookConfig {
     /// Speak HTTP/2 to an `http://` hook without negotiation (h2c); `https://` hooks get
     /// HTTP/2 through ALPN whenever they offer it.
     pub http2_prior_knowledge: bool,
+}
+
+impl WebhookConfig {
+    /// The hook's URL as logs and messages show it: without credentials or query.
+    pub fn shown_url(&self) -> String {
+        crate::logging::redacted_url(&self.url)
+    }
 }
 
 /// The validated configuration.
@@ -292,47 +301,57 @@ impl Validator<'_> {
         if resource.is_empty() || jid::ResourcePart::new(&resource).is_err() {
             return Err(self.invalid("resource", "must be a valid, non-empty XMPP resource"));
         }
-        let max_in_flight = raw.max_in_flight.unwrap_or(limits::DEFAULT_MAX_IN_FLIGHT);
-        if max_in_flight == 0 {
-            return Err(self.invalid("max_in_flight", "must be at least 1"));
-        }
-        let max_stanza_bytes = raw
-            .max_stanza_bytes
-            .unwrap_or(limits::DEFAULT_MAX_STANZA_BYTES);
-        if max_stanza_bytes < 1024 {
-            return Err(self.invalid("max_stanza_bytes", "must be at least 1024"));
-        }
-        let max_depth = raw.max_depth.unwrap_or(limits::DEFAULT_MAX_DEPTH);
-        if max_depth < 2 {
-            return Err(self.invalid("max_depth", "must be at least 2"));
-        }
+        let max_in_flight = self.count(
+            "max_in_flight",
+            raw.max_in_flight,
+            limits::DEFAULT_MAX_IN_FLIGHT,
+            limits::MAX_IN_FLIGHT_RANGE,
+        )?;
+        let max_stanza_bytes = self.count(
+            "max_stanza_bytes",
+            raw.max_stanza_bytes,
+            limits::DEFAULT_MAX_STANZA_BYTES,
+            limits::MAX_STANZA_BYTES_RANGE,
+        )?;
+        let max_depth = self.count(
+            "max_depth",
+            raw.max_depth,
+            limits::DEFAULT_MAX_DEPTH,
+            limits::MAX_DEPTH_RANGE,
+        )?;
         let queue = QueueConfig {
             data_dir: self.relative(raw.data_dir.as_deref().unwrap_or(Path::new("data"))),
             durable: raw.queue.unwrap_or(QueueKind::Durable) == QueueKind::Durable,
-            max_stanzas: raw
-                .queue_max_stanzas
-                .unwrap_or(limits::DEFAULT_QUEUE_MAX_STANZAS),
-            max_bytes: raw
-                .queue_max_bytes
-                .unwrap_or(limits::DEFAULT_QUEUE_MAX_BYTES),
-            retry_for: self.duration("retry_for", raw.retry_for, limits::DEFAULT_RETRY_FOR)?,
+            max_stanzas: self.count(
+                "queue_max_stanzas",
+                raw.queue_max_stanzas,
+                limits::DEFAULT_QUEUE_MAX_STANZAS,
+                limits::QUEUE_MAX_STANZAS_RANGE,
+            )?,
+            max_bytes: self.count(
+                "queue_max_bytes",
+                raw.queue_max_bytes,
+                limits::DEFAULT_QUEUE_MAX_BYTES,
+                limits::QUEUE_MAX_BYTES_RANGE,
+            )?,
+            retry_for: self.duration(
+                "retry_for",
+                raw.retry_for,
+                limits::DEFAULT_RETRY_FOR,
+                limits::RETRY_FOR_RANGE,
+            )?,
             retry_max_interval: self.duration(
                 "retry_max_interval",
                 raw.retry_max_interval,
                 limits::DEFAULT_RETRY_MAX_INTERVAL,
+                limits::RETRY_MAX_INTERVAL_RANGE,
             )?,
         };
-        if queue.max_stanzas == 0 {
-            return Err(self.invalid("queue_max_stanzas", "must be at least 1"));
-        }
         if queue.max_bytes < max_stanza_bytes {
             return Err(self.invalid(
                 "queue_max_bytes",
                 format!("must be at least max_stanza_bytes ({max_stanza_bytes}), or no stanza of the largest size could ever wait"),
             ));
-        }
-        if queue.retry_max_interval < limits::RETRY_INITIAL {
-            return Err(self.invalid("retry_max_interval", "must be at least 1s"));
         }
         if let Some(show) = &raw.presence.show
             && !["away", "chat", "dnd", "xa"].contains(&show.as_str())
@@ -355,11 +374,17 @@ impl Validator<'_> {
             forwarded: self.forwarded(raw.stanzas)?,
             ordering: raw.ordering.unwrap_or(Ordering::Conversation),
             max_in_flight,
-            iq_timeout: self.duration("iq_timeout", raw.iq_timeout, limits::DEFAULT_IQ_TIMEOUT)?,
+            iq_timeout: self.duration(
+                "iq_timeout",
+                raw.iq_timeout,
+                limits::DEFAULT_IQ_TIMEOUT,
+                limits::IQ_TIMEOUT_RANGE,
+            )?,
             keepalive_interval: self.duration(
                 "keepalive_interval",
                 raw.keepalive_interval,
                 limits::DEFAULT_KEEPALIVE_INTERVAL,
+                limits::KEEPALIVE_INTERVAL_RANGE,
             )?,
             max_stanza_bytes,
             max_depth,
@@ -432,6 +457,16 @@ impl Validator<'_> {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(self.invalid("webhook.url", "must be an http:// or https:// URL"));
         }
+        if raw.headers.len() > limits::MAX_HOOK_HEADERS {
+            return Err(self.invalid(
+                "webhook.headers",
+                format!(
+                    "has {} entries; at most {} are allowed",
+                    raw.headers.len(),
+                    limits::MAX_HOOK_HEADERS
+                ),
+            ));
+        }
         for (name, value) in &raw.headers {
             if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err()
                 || reqwest::header::HeaderValue::from_str(value).is_err()
@@ -453,18 +488,33 @@ impl Validator<'_> {
         {
             return Err(self.invalid("webhook.authorization", "is not a valid header value"));
         }
+        if authorization.is_some() && (!url.username().is_empty() || url.password().is_some()) {
+            return Err(self.invalid(
+                "webhook.url",
+                "carries credentials (user:password@) while `webhook.authorization` is set too (in the file, a file or the environment); the URL's credentials would replace that header: keep one",
+            ));
+        }
         let signing = self.signing(raw.signing_secret, raw.signing_secret_file)?;
         Ok(WebhookConfig {
             url,
-            timeout: self.duration("webhook.timeout", raw.timeout, limits::DEFAULT_HOOK_TIMEOUT)?,
+            timeout: self.duration(
+                "webhook.timeout",
+                raw.timeout,
+                limits::DEFAULT_HOOK_TIMEOUT,
+                limits::HOOK_TIMEOUT_RANGE,
+            )?,
             connect_timeout: self.duration(
                 "webhook.connect_timeout",
                 raw.connect_timeout,
                 limits::DEFAULT_HOOK_CONNECT_TIMEOUT,
+                limits::HOOK_TIMEOUT_RANGE,
             )?,
-            max_response_bytes: raw
-                .max_response_bytes
-                .unwrap_or(limits::DEFAULT_HOOK_MAX_RESPONSE_BYTES),
+            max_response_bytes: self.count(
+                "webhook.max_response_bytes",
+                raw.max_response_bytes,
+                limits::DEFAULT_HOOK_MAX_RESPONSE_BYTES,
+                limits::HOOK_MAX_RESPONSE_BYTES_RANGE,
+            )?,
             headers: raw.headers.into_iter().collect(),
             authorization,
             http2_prior_knowledge: raw.http2_prior_knowledge.unwrap_or(false),
@@ -593,21 +643,56 @@ impl Validator<'_> {
             .unwrap_or_else(|| file.to_owned())
     }
 
+    /// A duration from the file (`"30s"`, `"5m"`), or `default`, within `range`.
     fn duration(
         &self,
         key: &'static str,
         value: Option<String>,
         default: Duration,
+        range: RangeInclusive<Duration>,
     ) -> Result<Duration, ConfigError> {
-        match value {
-            None => Ok(default),
-            Some(text) => humantime::parse_duration(&text).map_err(|e| {
-                self.invalid(
-                    key,
-                    format!("is not a duration such as \"30s\" or \"5m\" ({e})"),
-                )
-            }),
+        let Some(text) = value else {
+            return Ok(default);
+        };
+        let duration = humantime::parse_duration(&text).map_err(|e| {
+            self.invalid(
+                key,
+                format!("is not a duration such as \"30s\" or \"5m\" ({e})"),
+            )
+        })?;
+        if !range.contains(&duration) {
+            return Err(self.invalid(
+                key,
+                format!(
+                    "is {text:?}; it must be from {} to {}",
+                    humantime::format_duration(*range.start()),
+                    humantime::format_duration(*range.end())
+                ),
+            ));
         }
+        Ok(duration)
+    }
+
+    /// A count or size from the file, or `default`, within `range`.
+    fn count(
+        &self,
+        key: &'static str,
+        value: Option<usize>,
+        default: usize,
+        range: RangeInclusive<usize>,
+    ) -> Result<usize, ConfigError> {
+        let value = value.unwrap_or(default);
+        if !range.contains(&value) {
+            return Err(self.invalid(
+                key,
+                format!(
+                    "is {value}; it must be from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            ));
+        }
+        Ok(value)
     }
 }
 

@@ -19,6 +19,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod limits;
+pub mod logging;
 pub mod queue;
 pub mod webhook;
 pub mod xmpp;

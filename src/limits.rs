@@ -3,6 +3,7 @@
 //! Configurable values take their defaults from here; the rest are fixed bounds that keep memory
 //! and waiting finite. Nothing else in the crate writes a bare number for a size or a duration.
 
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 /// Largest stanza read from the server or accepted from a hook (SPEC §1: 256 KiB).
@@ -77,6 +78,9 @@ pub const QUEUE_GROUP_COMMIT_MAX: usize = 4096;
 /// less CPU per stanza. A lone write is committed at once.
 pub const QUEUE_GROUP_COMMIT_LINGER_BELOW: usize = 64;
 pub const QUEUE_GROUP_COMMIT_LINGER: Duration = Duration::from_millis(1);
+/// After a failed commit the queue file is opened again before the next one, at most this
+/// often: when the disk is still full, each try fails at once and stanzas are refused at once.
+pub const QUEUE_REOPEN_INTERVAL: Duration = Duration::from_secs(1);
 /// The queue database's page cache.
 pub const QUEUE_CACHE_BYTES: usize = 8 * 1024 * 1024;
 
@@ -85,5 +89,37 @@ pub const QUEUE_CACHE_BYTES: usize = 8 * 1024 * 1024;
 pub const CONTROL_REQUEST_BYTES: u64 = 64 * 1024;
 pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long a SIGTERM/SIGINT waits for in-flight deliveries (SPEC §7).
+/// How long a stop (SIGTERM, SIGINT, SIGHUP) waits for in-flight deliveries (README, "Stopping").
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
+/// When the drain's time is up, calls still in flight are abandoned; how long their stanzas
+/// then get to be answered (or left stored).
+pub const SHUTDOWN_ABANDON: Duration = Duration::from_secs(1);
+/// After the drain, how long a stop may take to commit the queue, hand over what is left, and
+/// write the last replies and the stream's end: a server that stops reading cannot hold a stop
+/// up for longer.
+pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(3);
+/// How long the reader may wait, at a stop, to hand its last stanza to the router.
+pub const SHUTDOWN_HANDOVER: Duration = Duration::from_secs(1);
+
+/// What the configuration accepts (README, "Configuration reference"). Each range keeps the
+/// value away from what would overflow a timer or a counter, or make a bound meaningless.
+pub const KEEPALIVE_INTERVAL_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(3600);
+pub const IQ_TIMEOUT_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(3600);
+pub const RETRY_FOR_RANGE: RangeInclusive<Duration> =
+    Duration::ZERO..=Duration::from_secs(366 * 24 * 3600);
+pub const RETRY_MAX_INTERVAL_RANGE: RangeInclusive<Duration> =
+    RETRY_INITIAL..=Duration::from_secs(24 * 3600);
+pub const HOOK_TIMEOUT_RANGE: RangeInclusive<Duration> =
+    Duration::from_millis(1)..=Duration::from_secs(3600);
+pub const MAX_IN_FLIGHT_RANGE: RangeInclusive<usize> = 1..=65_536;
+pub const MAX_STANZA_BYTES_RANGE: RangeInclusive<usize> = 1024..=(64 << 20);
+/// Element trees are dropped and written recursively; 256 levels stay far from any stack limit.
+pub const MAX_DEPTH_RANGE: RangeInclusive<usize> = 2..=256;
+pub const QUEUE_MAX_STANZAS_RANGE: RangeInclusive<usize> = 1..=10_000_000;
+pub const QUEUE_MAX_BYTES_RANGE: RangeInclusive<usize> = 1024..=(64 << 30);
+pub const HOOK_MAX_RESPONSE_BYTES_RANGE: RangeInclusive<usize> = 1..=(64 << 20);
+/// Extra `[webhook] headers`; far more than any hook needs, far below what the HTTP client
+/// can hold.
+pub const MAX_HOOK_HEADERS: usize = 100;

@@ -1,5 +1,7 @@
 //! The `component-http` binary: parse the command line, load the configuration, set up
-//! logging, run. Exit codes: 0 clean stop, 1 failure (or `check` found a problem), 2 bad config.
+//! logging, run. Exit codes: 0 clean stop, 1 failure (or `check` found a problem), 2 bad config,
+//! 70 a panic in any thread or task (a bug): the process ends rather than run half alive, so
+//! that a supervisor restarts it.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -10,9 +12,13 @@ use component_http::config::Config;
 use component_http::queue::control::{self, Request};
 use tracing_subscriber::EnvFilter;
 
+/// The exit code after a panic (sysexits' EX_SOFTWARE).
+const EXIT_PANIC: i32 = 70;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    exit_on_panic();
     let config = match Config::load(&cli.config) {
         Ok(config) => config,
         Err(error) => {
@@ -78,6 +84,17 @@ fn main() -> ExitCode {
     })
 }
 
+/// A panic anywhere ends the process. tokio would otherwise catch a task's panic and leave the
+/// rest running: a session that panicked stops writing while the hook is still called.
+fn exit_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        tracing::error!("a bug ended component-http: {info}");
+        std::process::exit(EXIT_PANIC);
+    }));
+}
+
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -90,31 +107,37 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// Completes on SIGINT or SIGTERM. The handlers are installed when this is called, not when the
-/// future is first polled, so a signal during start-up is a clean stop and not the default
-/// action (death without draining).
+/// Completes on SIGINT, SIGTERM or SIGHUP: each is a graceful stop (there is no reload; a
+/// supervisor restarts the process to apply a new configuration). The handlers are installed
+/// when this is called, not when the future is first polled, so a signal during start-up is a
+/// clean stop and not the default action (death without draining).
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let interrupt = signal(SignalKind::interrupt());
-        let terminate = signal(SignalKind::terminate());
-        async move {
-            match (interrupt, terminate) {
-                (Ok(mut interrupt), Ok(mut terminate)) => {
-                    tokio::select! {
-                        _ = interrupt.recv() => {}
-                        _ = terminate.recv() => {}
-                    }
-                }
-                _ => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
+    use tokio::signal::unix::{SignalKind, signal};
+    let signals = [
+        ("SIGINT", SignalKind::interrupt()),
+        ("SIGTERM", SignalKind::terminate()),
+        ("SIGHUP", SignalKind::hangup()),
+    ]
+    .map(|(name, kind)| (name, signal(kind)));
+    async move {
+        let mut streams = Vec::new();
+        for (name, stream) in signals {
+            match stream {
+                Ok(stream) => streams.push((name, stream)),
+                Err(error) => tracing::warn!("cannot handle {name}: {error}"),
             }
         }
-    }
-    #[cfg(not(unix))]
-    async {
-        let _ = tokio::signal::ctrl_c().await;
+        if streams.is_empty() {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+        let received = futures::future::select_all(
+            streams
+                .iter_mut()
+                .map(|(name, stream)| Box::pin(async move { stream.recv().await.map(|_| *name) })),
+        );
+        if let (Some(name), _, _) = received.await {
+            tracing::info!("{name} received");
+        }
     }
 }

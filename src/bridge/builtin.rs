@@ -75,7 +75,8 @@ fn iq(stanza: &Stanza, config: &Config) -> Option<Element> {
     if !matches!(stanza.type_(), Some("get" | "set")) {
         return None;
     }
-    let mut children = stanza.element.children();
+    let tree = stanza.tree();
+    let mut children = tree.iter().flat_map(Element::children);
     let (Some(payload), None) = (children.next(), children.next()) else {
         // RFC 6120 §8.2.3: a get or set has exactly one child.
         return error_reply(

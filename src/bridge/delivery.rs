@@ -1,18 +1,26 @@
 //! The delivery stage: takes forwarded stanzas, stores them in the queue, calls the hook,
-//! retries what may succeed later, and sends what the hook's answer asks for (SPEC §3).
+//! retries what may succeed later, and sends what the hook's answer asks for (README, "Delivery").
 //!
 //! With `ordering = "conversation"` the stanzas of one conversation (sender bare JID × addressed
 //! JID) are delivered one at a time in arrival order, and different conversations run
 //! concurrently; a conversation whose head is being retried waits, the others go on. With
 //! `"none"` every stanza runs on its own. At most `max_in_flight` hook calls run at once.
 //!
-//! What the queue holds is bounded by `queue_max_stanzas` and `queue_max_bytes`: past either, a
-//! new stanza is refused at once with `wait/resource-constraint`. With the durable queue a
-//! message or presence is on disk (group commit, [`Store`]) before its first POST and leaves it
-//! at its final outcome, or moves to the dead letters when `retry_for` runs out. Iq requests are
-//! never stored: their sender gives up after `iq_timeout`, so they are retried until then at most.
+//! What the queue holds is bounded by `queue_max_stanzas` and `queue_max_bytes` ([`Bounds`]):
+//! past either, a new stanza is refused at once with `wait/resource-constraint`. An iq the hook
+//! accepted with `202` keeps its place in those bounds while it waits ([`PendingIqs`]). With the
+//! durable queue a message or presence is on disk (group commit, [`Store`]) before its first
+//! POST and leaves it at its final outcome, or moves to the dead letters when `retry_for` runs
+//! out; if its commit fails, its sender gets `wait/internal-server-error` at once, even while it
+//! waits behind others. Iq requests are never stored: their sender gives up after `iq_timeout`,
+//! so they are retried until then at most.
+//!
+//! A stop never drops a stanza silently: one that is stored stays in the queue file for the next
+//! start; any other (an iq, or everything with `queue = "memory"`) that is not delivered within
+//! the drain gets `wait/remote-server-timeout` back, as the server itself answers while the
+//! component is away.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,10 +32,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::bridge::bounds::{Bounds, Reservation};
 use crate::bridge::outbox::Outbox;
 use crate::bridge::payload::HookRequest;
+use crate::bridge::pending_iq::PendingIqs;
 use crate::bridge::reply::{self, Decision, HookOutcome};
 use crate::config::{Config, Ordering};
+use crate::limits;
 use crate::queue::retry;
 use crate::queue::store::{self, Committed, Entry, Store};
 use crate::webhook::client::HookClient;
@@ -45,6 +56,8 @@ struct Job {
     webhook_id: String,
     /// No retry starts after this.
     retry_until: Instant,
+    /// Its share of the queue's bounds, held as long as the stanza is.
+    reservation: Reservation,
 }
 
 type ConversationKey = (String, String);
@@ -62,21 +75,19 @@ struct Inner {
     /// Hook calls in flight across the process.
     calls: Semaphore,
     /// What the queue holds, against its bounds.
-    held: Mutex<Held>,
+    bounds: Arc<Bounds>,
+    /// Forwarded iq the hook answered `202`, waiting for their answer.
+    pending_iqs: PendingIqs,
     /// Conversations with a running worker, and what waits behind their current stanza.
     conversations: Mutex<HashMap<ConversationKey, VecDeque<Job>>>,
     tasks: TaskTracker,
-    /// Cancelled at shutdown: no new call starts for a stored stanza, and no retry waits.
+    /// Cancelled at the stop: no new call starts for a stored stanza, and no retry waits.
     stop: CancellationToken,
+    /// Cancelled when the drain's time is up: calls in flight are abandoned and nothing starts.
+    abandon: CancellationToken,
     /// Random per process: ids of stanzas that are not stored stay unique across restarts.
     memory_id_prefix: u64,
     memory_sequence: AtomicU64,
-}
-
-#[derive(Default)]
-struct Held {
-    stanzas: usize,
-    bytes: usize,
 }
 
 impl Delivery {
@@ -87,28 +98,57 @@ impl Delivery {
         store: Option<Store>,
         stop: CancellationToken,
     ) -> Self {
-        Self {
+        let delivery = Self {
             inner: Arc::new(Inner {
                 calls: Semaphore::new(config.max_in_flight),
+                bounds: Bounds::new(config.queue.max_stanzas, config.queue.max_bytes),
+                pending_iqs: PendingIqs::default(),
                 config,
                 hook,
                 outbox,
                 store,
-                held: Mutex::new(Held::default()),
                 conversations: Mutex::new(HashMap::new()),
                 tasks: TaskTracker::new(),
                 stop,
+                abandon: CancellationToken::new(),
                 memory_id_prefix: rand::random(),
                 memory_sequence: AtomicU64::new(0),
             }),
+        };
+        let inner = delivery.inner.clone();
+        tokio::spawn(async move {
+            let timeout = StanzaError::new(ErrorType::Wait, "remote-server-timeout");
+            inner
+                .pending_iqs
+                .run_timeouts(|stanza| {
+                    let (outbox, timeout) = (inner.outbox.clone(), timeout.clone());
+                    async move { outbox.bounce(&stanza, &timeout).await }
+                })
+                .await
+        });
+        if let Some(mut failed) = delivery
+            .inner
+            .store
+            .as_ref()
+            .and_then(Store::failed_appends)
+        {
+            let inner = delivery.inner.clone();
+            tokio::spawn(async move {
+                while let Some(positions) = failed.recv().await {
+                    inner
+                        .refuse_uncommitted(positions.into_iter().collect())
+                        .await;
+                }
+            });
         }
+        delivery
     }
 
     /// Admits a forwarded stanza: refuses it with `wait/resource-constraint` if the queue is
     /// full, else queues it (waiting only while the disk writer is behind).
     pub async fn submit(&self, stanza: Stanza) {
         let inner = &self.inner;
-        if !inner.reserve(stanza.raw.len()) {
+        let Some(reservation) = inner.bounds.reserve(stanza.raw.len()) else {
             warn!(
                 from = stanza.from(),
                 to = stanza.to(),
@@ -118,7 +158,7 @@ impl Delivery {
                 .with_text("The queue is full, try again later");
             inner.outbox.bounce(&stanza, &error).await;
             return;
-        }
+        };
         let queue = &inner.config.queue;
         let retry_until = Instant::now()
             + match stanza.kind {
@@ -140,6 +180,7 @@ impl Delivery {
                     webhook_id: store.webhook_id(position),
                     retry_until,
                     stanza,
+                    reservation,
                 }
             }
             _ => Job {
@@ -148,6 +189,7 @@ impl Delivery {
                 position: None,
                 committed: None,
                 stanza,
+                reservation,
             },
         };
         self.schedule(job);
@@ -177,12 +219,12 @@ impl Delivery {
             };
             let waited = Duration::from_millis(now_ms.saturating_sub(entry.received_ms));
             let retry_for = self.inner.config.queue.retry_for;
-            self.inner.force_reserve(stanza.raw.len());
             self.schedule(Job {
                 position: Some(entry.position),
                 committed: None,
                 webhook_id: store.webhook_id(entry.id),
                 retry_until: Instant::now() + retry_for.saturating_sub(waited),
+                reservation: self.inner.bounds.force(stanza.raw.len()),
                 stanza,
             });
         }
@@ -192,11 +234,7 @@ impl Delivery {
         let inner = self.inner.clone();
         match self.inner.config.ordering {
             Ordering::None => {
-                self.inner.tasks.spawn(async move {
-                    if inner.may_start(&job) {
-                        inner.deliver(job).await;
-                    }
-                });
+                self.inner.tasks.spawn(async move { inner.run(job).await });
             }
             Ordering::Conversation => {
                 let key = conversation_key(&job.stanza);
@@ -215,38 +253,52 @@ impl Delivery {
         }
     }
 
-    /// After the stop: waits until the calls in flight are finished, or `limit` has passed;
-    /// returns whether all finished. Stored stanzas not yet delivered stay in the queue for the
-    /// next start; in memory, the stanzas still waiting are delivered within `limit` if they can.
+    /// After the stop: lets the calls in flight finish for up to `limit`, then abandons the
+    /// rest; returns whether all finished in time. Stored stanzas not yet delivered stay in the
+    /// queue for the next start; in memory, the stanzas still waiting are delivered within
+    /// `limit` if they can be. Every other stanza left, and every iq still waiting for an
+    /// answer, gets `wait/remote-server-timeout` back.
     pub async fn drain(&self, limit: Duration) -> bool {
-        self.inner.tasks.close();
-        let finished = tokio::time::timeout(limit, self.inner.tasks.wait())
+        let inner = &self.inner;
+        inner.tasks.close();
+        let finished = tokio::time::timeout(limit, inner.tasks.wait())
             .await
             .is_ok();
-        let held = self.inner.held.lock().unwrap_or_else(|e| e.into_inner());
+        if !finished {
+            inner.abandon.cancel();
+            // Abandoned calls end at their next await; what they held is answered or stays
+            // stored at once.
+            let _ = tokio::time::timeout(limits::SHUTDOWN_ABANDON, inner.tasks.wait()).await;
+        }
+        for stanza in inner.pending_iqs.close() {
+            inner.outbox.bounce(&stanza, &stopped_error()).await;
+        }
+        let held = inner.bounds.held();
         if held.stanzas > 0 {
-            match self.inner.store {
-                Some(_) => info!(
-                    stanzas = held.stanzas,
-                    "stanzas not yet delivered stay in the queue for the next start"
-                ),
-                None => warn!(
-                    stanzas = held.stanzas,
-                    "queue = \"memory\": stanzas not yet delivered are lost"
-                ),
-            }
+            info!(
+                stanzas = held.stanzas,
+                "stanzas not yet delivered stay in the queue for the next start"
+            );
         }
         finished
     }
 
-    /// Stanzas in the queue, waiting or in flight.
+    /// Stanzas the bridge holds for the hook: waiting, in flight, or (iq) waiting for an answer.
     pub fn held(&self) -> usize {
-        self.inner
-            .held
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .stanzas
+        self.inner.bounds.held().stanzas
     }
+
+    /// Forwarded iq the hook answered `202`, still waiting for their answer.
+    pub fn pending_iqs(&self) -> &PendingIqs {
+        &self.inner.pending_iqs
+    }
+}
+
+/// What the sender of a stanza that was neither delivered nor stored hears at a stop: what the
+/// server itself answers while the component is away.
+fn stopped_error() -> StanzaError {
+    StanzaError::new(ErrorType::Wait, "remote-server-timeout")
+        .with_text("The component stopped before this stanza was delivered")
 }
 
 impl Inner {
@@ -268,45 +320,10 @@ impl Inner {
         self.conversations.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn reserve(&self, bytes: usize) -> bool {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        let queue = &self.config.queue;
-        if held.stanzas + 1 > queue.max_stanzas || held.bytes + bytes > queue.max_bytes {
-            return false;
-        }
-        held.stanzas += 1;
-        held.bytes += bytes;
-        true
-    }
-
-    fn force_reserve(&self, bytes: usize) {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        held.stanzas += 1;
-        held.bytes += bytes;
-    }
-
-    fn release(&self, job: &Job) {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        held.stanzas = held.stanzas.saturating_sub(1);
-        held.bytes = held.bytes.saturating_sub(job.stanza.raw.len());
-    }
-
-    /// After the stop a stored stanza waits in the queue for the next start rather than begin
-    /// a call the drain may cut short; one held only in memory is still tried.
-    fn may_start(&self, job: &Job) -> bool {
-        if job.position.is_some() && self.stop.is_cancelled() {
-            self.release(job);
-            return false;
-        }
-        true
-    }
-
     async fn run_conversation(&self, key: ConversationKey, first: Job) {
         let mut job = first;
         loop {
-            if self.may_start(&job) {
-                self.deliver(job).await;
-            }
+            self.run(job).await;
             let mut conversations = self.lock_conversations();
             match conversations.get_mut(&key).and_then(VecDeque::pop_front) {
                 Some(next) => job = next,
@@ -318,28 +335,67 @@ impl Inner {
         }
     }
 
-    /// Calls the hook for `job` until it has a final outcome, then acts on it.
-    async fn deliver(&self, mut job: Job) {
+    /// Stanzas waiting behind others whose commit failed: taken out of their conversation and
+    /// refused now, rather than when their turn comes. Those not found are with a worker, which
+    /// sees the failure itself.
+    async fn refuse_uncommitted(&self, positions: HashSet<u64>) {
+        let mut refused = Vec::new();
+        for waiting in self.lock_conversations().values_mut() {
+            let (failed, kept) = std::mem::take(waiting)
+                .into_iter()
+                .partition(|job| job.position.is_some_and(|p| positions.contains(&p)));
+            *waiting = kept;
+            refused.extend::<VecDeque<Job>>(failed);
+        }
+        for job in refused {
+            self.refuse_unstored(&job, "the commit failed").await;
+        }
+    }
+
+    async fn refuse_unstored(&self, job: &Job, reason: &str) {
+        error!(
+            webhook_id = job.webhook_id,
+            from = job.stanza.from(),
+            "stanza refused, it could not be stored: {reason}"
+        );
+        let error = StanzaError::new(ErrorType::Wait, "internal-server-error")
+            .with_text("The queue cannot be written");
+        self.outbox.bounce(&job.stanza, &error).await;
+    }
+
+    /// One stanza, from its commit to its final outcome; or, at a stop, left stored or answered.
+    async fn run(&self, mut job: Job) {
         if let Some(committed) = job.committed.take()
             && let Err(reason) = committed.wait().await
         {
-            error!(
-                from = job.stanza.from(),
-                "stanza refused, it could not be stored: {reason}"
-            );
-            let error = StanzaError::new(ErrorType::Wait, "internal-server-error")
-                .with_text("The queue cannot be written");
-            self.outbox.bounce(&job.stanza, &error).await;
-            self.release(&job);
+            self.refuse_unstored(&job, &reason).await;
             return;
         }
+        // After the stop a stored stanza waits in the queue for the next start rather than begin
+        // a call the drain may cut short; one held only in memory is still tried.
+        if self.abandon.is_cancelled() || (job.position.is_some() && self.stop.is_cancelled()) {
+            self.not_delivered(job).await;
+            return;
+        }
+        let outcome = tokio::select! {
+            outcome = self.call_until_final(&job) => outcome,
+            _ = self.abandon.cancelled() => None,
+        };
+        match outcome {
+            Some(outcome) => self.finish(job, &outcome).await,
+            None => self.not_delivered(job).await,
+        }
+    }
+
+    /// Calls the hook for `job` until it has a final outcome; `None` if the stop came first.
+    async fn call_until_final(&self, job: &Job) -> Option<HookOutcome> {
         let body = Bytes::from(HookRequest::of(&job.stanza).to_json());
         let attempt = || async {
             // The semaphore is never closed.
             let _call = self.calls.acquire().await;
             self.hook.post(&job.webhook_id, body.clone()).await
         };
-        let outcome = retry::until_final(
+        retry::until_final(
             attempt,
             job.retry_until,
             self.config.queue.retry_max_interval,
@@ -355,25 +411,26 @@ impl Inner {
                 )
             },
         )
-        .await;
-        let Some(outcome) = outcome else {
-            if job.position.is_none() {
-                warn!(
-                    webhook_id = job.webhook_id,
-                    "stopped while a stanza held in memory was waiting to be retried: it is lost"
-                );
-            }
-            self.release(&job);
-            return;
-        };
-        self.finish(&job, &outcome).await;
-        self.release(&job);
+        .await
+    }
+
+    /// A stanza the stop came to before its final outcome: a stored one stays in the queue for
+    /// the next start; any other is answered, so that no stop drops a stanza silently.
+    async fn not_delivered(&self, job: Job) {
+        if job.position.is_none() {
+            warn!(
+                webhook_id = job.webhook_id,
+                from = job.stanza.from(),
+                "stopped before this stanza (not stored) was delivered: its sender is told"
+            );
+            self.outbox.bounce(&job.stanza, &stopped_error()).await;
+        }
     }
 
     /// Acts on the final outcome: the reply or bounce the rules ask for; a stored stanza leaves
     /// the queue, or joins the dead letters if the hook could still not take it at the end of
     /// `retry_for` (with `retry_for = "0s"` it is bounced and not kept, like the module does).
-    async fn finish(&self, job: &Job, outcome: &HookOutcome) {
+    async fn finish(&self, job: Job, outcome: &HookOutcome) {
         let stanza = &job.stanza;
         let verdict = reply::decide(stanza, outcome, self.read_limits());
         let stored = self.store.as_ref().zip(job.position);
@@ -403,17 +460,15 @@ impl Inner {
             Decision::Send(element) => self.outbox.send(element).await,
             Decision::Bounce(error) => self.outbox.bounce(stanza, &error).await,
             Decision::AnswerLater => {
-                // The hook promised to answer through the API; if it does not within
-                // iq_timeout, the sender gets the timeout error. Not tracked: it must not hold
-                // up a shutdown.
-                let outbox = self.outbox.clone();
-                let timeout = self.config.iq_timeout;
-                let stanza = stanza.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(timeout).await;
-                    let error = StanzaError::new(ErrorType::Wait, "remote-server-timeout");
-                    outbox.bounce(&stanza, &error).await;
-                });
+                // It keeps its reservation while it waits: waiting iq count against the bounds.
+                let timeout = StanzaError::new(ErrorType::Wait, "remote-server-timeout");
+                for due in self.pending_iqs.wait(
+                    job.stanza.clone(),
+                    job.reservation,
+                    self.config.iq_timeout,
+                ) {
+                    self.outbox.bounce(&due, &timeout).await;
+                }
             }
         }
         // Removed only once the reply is handed to the writer, so that a crash before then

@@ -6,8 +6,7 @@
 
 use serde::Serialize;
 
-use crate::xmpp::codec::NS_COMPONENT;
-use crate::xmpp::stanza::{Kind, Stanza};
+use crate::xmpp::stanza::Stanza;
 
 #[derive(Debug, Serialize)]
 pub struct HookRequest<'a> {
@@ -17,7 +16,7 @@ pub struct HookRequest<'a> {
     pub from: Option<&'a str>,
     pub kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub body: Option<String>,
+    pub body: Option<&'a str>,
     pub stanza: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<&'a str>,
@@ -33,7 +32,7 @@ impl<'a> HookRequest<'a> {
             to: stanza.to(),
             from: stanza.from(),
             kind: stanza.kind.as_str(),
-            body: message_body(stanza),
+            body: stanza.body(),
             stanza: &stanza.raw,
             id: stanza.id(),
             type_: stanza.type_(),
@@ -45,25 +44,6 @@ impl<'a> HookRequest<'a> {
         // Serialising borrowed strings and options into a Vec cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
     }
-}
-
-/// The text of a message's `<body>`: the one without `xml:lang`, else the first.
-pub fn message_body(stanza: &Stanza) -> Option<String> {
-    if stanza.kind != Kind::Message {
-        return None;
-    }
-    let mut first = None;
-    for body in stanza
-        .element
-        .children()
-        .filter(|c| c.is("body", NS_COMPONENT))
-    {
-        if body.attr_ns(rxml::Namespace::xml(), "lang").is_none() {
-            return Some(body.text());
-        }
-        first.get_or_insert(body);
-    }
-    first.map(|body| body.text())
 }
 
 #[cfg(test)]

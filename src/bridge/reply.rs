@@ -9,6 +9,7 @@ use minidom::Element;
 use serde_json::{Map, Value};
 
 use crate::limits;
+use crate::logging::excerpt;
 use crate::xmpp::codec::{self, NS_COMPONENT, ReadLimits};
 use crate::xmpp::stanza::{ErrorType, Kind, Stanza, StanzaError, bare, ncname, xml_safe};
 
@@ -28,6 +29,9 @@ pub enum HookOutcome {
         retry_after: Option<std::time::Duration>,
     },
     ConnectFailure(String),
+    /// The hook answered something that is not HTTP (headers too large or too many, a bad
+    /// status line). It did receive the call, so this is final like any answer, not retried.
+    Malformed(String),
     Timeout,
 }
 
@@ -134,6 +138,15 @@ pub fn decide(original: &Stanza, outcome: &HookOutcome, limits: ReadLimits) -> V
                 "the hook did not answer in time",
             );
         }
+        HookOutcome::Malformed(reason) => {
+            return Verdict::warn(
+                Decision::Bounce(
+                    StanzaError::internal_server_error()
+                        .with_text("The hook's response is malformed"),
+                ),
+                format!("the hook's response is malformed: {reason}"),
+            );
+        }
         HookOutcome::ResponseTooLarge { status, .. } if (200..300).contains(status) => {
             return unusable(original, "the response body exceeds max_response_bytes");
         }
@@ -206,6 +219,9 @@ fn hook_error(why: String) -> Verdict {
 }
 
 fn json_reply(original: &Stanza, body: &[u8], limits: ReadLimits) -> Verdict {
+    // Some frameworks start UTF-8 JSON with a byte order mark, which JSON parsers may ignore
+    // (RFC 8259 §8.1).
+    let body = body.strip_prefix("\u{feff}".as_bytes()).unwrap_or(body);
     let object = match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(object)) => object,
         Ok(_) => return unusable(original, "the JSON response is not an object"),
@@ -227,7 +243,8 @@ fn json_reply(original: &Stanza, body: &[u8], limits: ReadLimits) -> Verdict {
             Some(kind) => Some(kind),
             None => {
                 return hook_error(format!(
-                    "the reply's `kind` {name:?} is not message, presence or iq"
+                    "the reply's `kind` \"{}\" is not message, presence or iq",
+                    excerpt(name)
                 ));
             }
         },

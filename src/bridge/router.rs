@@ -2,11 +2,12 @@
 //! (through [`Delivery`]), answer it here ([`builtin`]), or drop it with a log line. It reads
 //! the inbound channel one stanza at a time, so when delivery waits (for the queue's disk
 //! writer, or for room to write a reply) it stops reading and the reader behind it stops
-//! reading the socket.
+//! reading the socket. At a stop it still handles every stanza the reader had read: it waits
+//! until no reader holds the session's reading lock, then empties the channel.
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -14,12 +15,15 @@ use crate::bridge::builtin;
 use crate::bridge::delivery::Delivery;
 use crate::bridge::outbox::Outbox;
 use crate::config::Config;
+use crate::logging::excerpt;
 use crate::xmpp::stanza::{Kind, Stanza};
 
 pub struct Router {
     pub config: Arc<Config>,
     pub delivery: Delivery,
     pub outbox: Outbox,
+    /// Held by the session's reader while it runs (see [`crate::xmpp::session::Session`]).
+    pub reading: Arc<Mutex<()>>,
 }
 
 /// What to do with one stanza.
@@ -51,41 +55,49 @@ pub fn route(stanza: &Stanza, config: &Config) -> Route {
 }
 
 impl Router {
-    /// Routes stanzas until the inbound channel closes or `stop` is cancelled.
+    /// Routes stanzas until `stop` is cancelled and the stanzas read before it are handled.
     pub async fn run(self, mut inbound: mpsc::Receiver<Stanza>, stop: CancellationToken) {
         loop {
-            let stanza = tokio::select! {
+            tokio::select! {
                 stanza = inbound.recv() => match stanza {
-                    Some(stanza) => stanza,
+                    Some(stanza) => self.handle(stanza).await,
                     None => return,
                 },
-                _ = stop.cancelled() => return,
-            };
-            match route(&stanza, &self.config) {
-                Route::Forward => {
-                    // Waiting for the queue's writer must not hold up a shutdown: SIGTERM drains
-                    // what is in flight, it does not wait for room for more.
-                    tokio::select! {
-                        _ = self.delivery.submit(stanza) => {}
-                        _ = stop.cancelled() => {
-                            warn!("shutting down while delivery was full: one stanza read from the server was not delivered");
-                            return;
-                        }
-                    }
+                _ = stop.cancelled() => break,
+            }
+        }
+        // The reader stops at the same signal, handing over the stanza it holds; once it has
+        // let go of the reading lock, nothing more can arrive.
+        loop {
+            tokio::select! {
+                biased;
+                stanza = inbound.recv() => match stanza {
+                    Some(stanza) => self.handle(stanza).await,
+                    None => return,
+                },
+                _ = self.reading.lock() => break,
+            }
+        }
+        while let Ok(stanza) = inbound.try_recv() {
+            self.handle(stanza).await;
+        }
+    }
+
+    async fn handle(&self, stanza: Stanza) {
+        match route(&stanza, &self.config) {
+            Route::Forward => self.delivery.submit(stanza).await,
+            Route::AnswerLocally => {
+                for reply in builtin::answer(&stanza, &self.config) {
+                    self.outbox.send(reply).await;
                 }
-                Route::AnswerLocally => {
-                    for reply in builtin::answer(&stanza, &self.config) {
-                        self.outbox.send(reply).await;
-                    }
-                    debug!(
-                        kind = stanza.kind.as_str(),
-                        from = stanza.from(),
-                        "answered locally"
-                    );
-                }
-                Route::Drop(why) => {
-                    warn!(kind = stanza.kind.as_str(), stanza = %stanza.raw, "stanza dropped: {why}")
-                }
+                debug!(
+                    kind = stanza.kind.as_str(),
+                    from = stanza.from(),
+                    "answered locally"
+                );
+            }
+            Route::Drop(why) => {
+                warn!(kind = stanza.kind.as_str(), stanza = %excerpt(&stanza.raw), "stanza dropped: {why}")
             }
         }
     }

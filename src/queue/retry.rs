@@ -52,6 +52,7 @@ where
 pub fn retryable(outcome: &HookOutcome) -> bool {
     match outcome {
         HookOutcome::ConnectFailure(_) | HookOutcome::Timeout => true,
+        HookOutcome::Malformed(_) => false,
         HookOutcome::Response { status, .. } | HookOutcome::ResponseTooLarge { status, .. } => {
             matches!(status, 408 | 429) || ((500..600).contains(status) && *status != 501)
         }
@@ -62,6 +63,7 @@ pub fn retryable(outcome: &HookOutcome) -> bool {
 pub fn describe(outcome: &HookOutcome) -> String {
     match outcome {
         HookOutcome::ConnectFailure(reason) => format!("cannot reach the hook: {reason}"),
+        HookOutcome::Malformed(reason) => format!("the hook's response is malformed: {reason}"),
         HookOutcome::Timeout => "the hook did not answer in time".into(),
         HookOutcome::Response { status, .. } | HookOutcome::ResponseTooLarge { status, .. } => {
             format!("the hook answered HTTP {status}")
@@ -257,6 +259,9 @@ mod tests {
     fn exactly_the_spec_outcomes_are_retried() {
         assert!(retryable(&HookOutcome::Timeout));
         assert!(retryable(&HookOutcome::ConnectFailure("refused".into())));
+        assert!(!retryable(&HookOutcome::Malformed(
+            "message head is too large".into()
+        )));
         for s in [408, 429, 500, 502, 503, 504, 599] {
             assert!(retryable(&status(s)), "{s}");
         }

@@ -6,15 +6,25 @@
 //! a single transaction (group commit: one fsync for many stanzas), and tells each appender when
 //! its stanza is on disk. Reading and the dead-letter commands use their own transactions. This
 //! module stores bytes; it does not parse stanzas, schedule or call the hook.
+//!
+//! A failed commit (a full disk, an I/O error) fails every append in it at once, reported both
+//! to each appender and on [`Store::failed_appends`], so a stanza waiting behind others learns of
+//! it without waiting its turn. redb refuses all work after an I/O error until the database is
+//! opened again, so the writer closes and reopens the file before its next transaction (at
+//! most once per [`limits::QUEUE_REOPEN_INTERVAL`]): the queue recovers by itself once the disk
+//! does. Removals that failed are retried with every later commit, so a delivered stanza is not
+//! delivered again at the next start just because its removal met a full disk. The file is
+//! created readable by its owner only (it holds message bodies), and so is a `data_dir` this
+//! module creates.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
-use tracing::error;
+use tracing::{error, info, warn};
 
 use crate::limits;
 
@@ -55,6 +65,8 @@ pub enum StoreError {
     Damaged(u64),
     #[error("the queue's writer has stopped")]
     Closed,
+    #[error("the queue file is closed after an I/O error and is being opened again")]
+    Reopening,
 }
 
 /// Converts every redb error type into [`StoreError::Database`].
@@ -137,39 +149,38 @@ pub struct Store {
 }
 
 struct Inner {
-    db: Arc<Database>,
+    /// The open database; `None` while the writer reopens it after an I/O error.
+    db: Arc<RwLock<Option<Arc<Database>>>>,
     writes: mpsc::Sender<Write>,
     next_position: AtomicU64,
     instance: u64,
+    /// Positions of appends whose commit failed, one batch per failed commit.
+    failed_appends: Mutex<Option<mpsc::UnboundedReceiver<Vec<u64>>>>,
 }
 
 impl Store {
     /// Opens (or creates) the queue in `dir` and starts its writer thread.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+        create_private_dir(dir).map_err(|source| StoreError::CreateDir {
             path: dir.to_owned(),
             source,
         })?;
         let path = dir.join(FILE_NAME);
-        let db = redb::Builder::new()
-            .set_cache_size(limits::QUEUE_CACHE_BYTES)
-            .create(&path)
-            .map_err(|error| match error {
-                redb::DatabaseError::DatabaseAlreadyOpen => {
-                    StoreError::InUse { path: path.clone() }
-                }
-                other => StoreError::Open {
-                    path: path.clone(),
-                    source: other.into(),
-                },
-            })?;
+        let db = open_database(&path)?;
         let (next_position, instance) = init_meta(&db)?;
-        let db = Arc::new(db);
+        let db = Arc::new(RwLock::new(Some(Arc::new(db))));
         let (writes, queue) = mpsc::channel(limits::QUEUE_WRITE_BACKLOG);
-        let writer_db = db.clone();
+        let (failed_tx, failed_rx) = mpsc::unbounded_channel();
+        let writer = Writer {
+            db: db.clone(),
+            path: path.clone(),
+            failed_appends: failed_tx,
+            unremoved: Vec::new(),
+            last_reopen: None,
+        };
         std::thread::Builder::new()
             .name("queue-writer".into())
-            .spawn(move || run_writer(&writer_db, queue))
+            .spawn(move || writer.run(queue))
             .map_err(|e| StoreError::Open {
                 path,
                 source: redb::Error::Io(e),
@@ -180,8 +191,29 @@ impl Store {
                 writes,
                 next_position: AtomicU64::new(next_position),
                 instance,
+                failed_appends: Mutex::new(Some(failed_rx)),
             }),
         })
+    }
+
+    /// The positions of appends whose commit failed, a batch per failed commit; the receiver
+    /// can be taken once. Each of those appends' [`Committed`] reports the failure as well.
+    pub fn failed_appends(&self) -> Option<mpsc::UnboundedReceiver<Vec<u64>>> {
+        self.inner
+            .failed_appends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// The open database, for a read or a command's own transaction.
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        self.inner
+            .db
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(StoreError::Reopening)
     }
 
     /// The `webhook-id` of the stanza numbered `id`.
@@ -242,7 +274,7 @@ impl Store {
         table: TableDefinition<u64, &[u8]>,
         decode: fn(u64, &[u8]) -> Option<T>,
     ) -> Result<Vec<T>, StoreError> {
-        let read = self.inner.db.begin_read()?;
+        let read = self.db()?.begin_read()?;
         let table = read.open_table(table)?;
         let mut records = Vec::new();
         for row in table.range::<u64>(..)? {
@@ -257,7 +289,7 @@ impl Store {
 
     /// Deletes the selected dead letters; returns how many there were.
     pub fn purge(&self, selection: &Selection) -> Result<usize, StoreError> {
-        let write = self.inner.db.begin_write()?;
+        let write = self.db()?.begin_write()?;
         let purged = {
             let mut dead = write.open_table(DEAD)?;
             let doomed = selected(&dead, selection)?;
@@ -274,7 +306,7 @@ impl Store {
     /// with their original ids (so a hook that did see one can tell), with a fresh `retry_for`
     /// counted from now; returns the new entries.
     pub fn revive(&self, selection: &Selection) -> Result<Vec<Entry>, StoreError> {
-        let write = self.inner.db.begin_write()?;
+        let write = self.db()?.begin_write()?;
         let mut revived = Vec::new();
         {
             let mut dead = write.open_table(DEAD)?;
@@ -339,30 +371,148 @@ fn init_meta(db: &Database) -> Result<(u64, u64), StoreError> {
     Ok(found)
 }
 
-/// The writer thread: one transaction and one fsync for everything queued since the last one,
-/// after a short wait for more when several writes are coming in at once.
-fn run_writer(db: &Database, mut queue: mpsc::Receiver<Write>) {
-    let mut batch = Vec::new();
-    while let Some(first) = queue.blocking_recv() {
-        batch.push(first);
-        drain_into(&mut batch, &mut queue);
-        if batch.len() > 1 && batch.len() < limits::QUEUE_GROUP_COMMIT_LINGER_BELOW {
-            std::thread::sleep(limits::QUEUE_GROUP_COMMIT_LINGER);
+/// Opens the database file, created owner-only when it is new; an existing file that others
+/// may read is made owner-only too (it holds message bodies).
+fn open_database(path: &Path) -> Result<Database, StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let open_error = |source: std::io::Error| StoreError::Open {
+        path: path.to_owned(),
+        source: redb::Error::Io(source),
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(open_error)?;
+    let mode = file.metadata().map_err(open_error)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(open_error)?;
+        info!(
+            "made the queue file {} readable by its owner only (it holds message bodies)",
+            path.display()
+        );
+    }
+    drop(file);
+    redb::Builder::new()
+        .set_cache_size(limits::QUEUE_CACHE_BYTES)
+        .create(path)
+        .map_err(|error| match error {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
+                path: path.to_owned(),
+            },
+            other => StoreError::Open {
+                path: path.to_owned(),
+                source: other.into(),
+            },
+        })
+}
+
+/// `create_dir_all`, with the directories it creates readable by their owner only.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// The writer thread's state.
+struct Writer {
+    db: Arc<RwLock<Option<Arc<Database>>>>,
+    path: PathBuf,
+    failed_appends: mpsc::UnboundedSender<Vec<u64>>,
+    /// Removals whose commit failed: retried with every later commit.
+    unremoved: Vec<u64>,
+    last_reopen: Option<std::time::Instant>,
+}
+
+impl Writer {
+    /// One transaction and one fsync for everything queued since the last one, after a short
+    /// wait for more when several writes are coming in at once.
+    fn run(mut self, mut queue: mpsc::Receiver<Write>) {
+        let mut batch = Vec::new();
+        while let Some(first) = queue.blocking_recv() {
+            batch.push(first);
             drain_into(&mut batch, &mut queue);
-        }
-        let result = commit(db, &batch).map_err(|e| e.to_string());
-        if let Err(reason) = &result {
-            error!("the queue could not be written: {reason}");
-        }
-        for write in batch.drain(..) {
-            match write {
-                Write::Append(_, done) | Write::Bury(_, _, done) => {
-                    let _ = done.send(result.clone());
+            if batch.len() > 1 && batch.len() < limits::QUEUE_GROUP_COMMIT_LINGER_BELOW {
+                std::thread::sleep(limits::QUEUE_GROUP_COMMIT_LINGER);
+                drain_into(&mut batch, &mut queue);
+            }
+            let result = self.commit(&batch).map_err(|e| e.to_string());
+            let mut failed = Vec::new();
+            for write in batch.drain(..) {
+                match write {
+                    Write::Append(entry, done) => {
+                        if result.is_err() {
+                            failed.push(entry.position);
+                        }
+                        let _ = done.send(result.clone());
+                    }
+                    Write::Bury(_, _, done) => {
+                        let _ = done.send(result.clone());
+                    }
+                    Write::Flush(done) => {
+                        let _ = done.send(());
+                    }
+                    Write::Remove(position) => {
+                        if result.is_err() {
+                            self.unremoved.push(position);
+                        }
+                    }
                 }
-                Write::Flush(done) => {
-                    let _ = done.send(());
-                }
-                Write::Remove(_) => {}
+            }
+            if !failed.is_empty() {
+                let _ = self.failed_appends.send(failed);
+            }
+        }
+        // Everyone is gone: the database closes when its last reader lets go of it.
+        self.db.write().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// Commits `batch` (plus the removals that failed before); on failure the database is
+    /// closed, to be opened again before the next commit.
+    fn commit(&mut self, batch: &[Write]) -> Result<(), StoreError> {
+        let db = self.database()?;
+        let result = commit(&db, batch, &self.unremoved);
+        drop(db);
+        match &result {
+            Ok(()) => self.unremoved.clear(),
+            Err(reason) => {
+                error!("the queue could not be written: {reason}");
+                // redb needs a fresh open after an I/O error; the next commit does it.
+                self.db.write().unwrap_or_else(|e| e.into_inner()).take();
+            }
+        }
+        result
+    }
+
+    /// The open database, reopening it first if an earlier commit failed.
+    fn database(&mut self) -> Result<Arc<Database>, StoreError> {
+        if let Some(db) = self.db.read().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Ok(db);
+        }
+        if self
+            .last_reopen
+            .is_some_and(|at| at.elapsed() < limits::QUEUE_REOPEN_INTERVAL)
+        {
+            return Err(StoreError::Reopening);
+        }
+        self.last_reopen = Some(std::time::Instant::now());
+        match open_database(&self.path) {
+            Ok(db) => {
+                warn!(
+                    "the queue file {} is open again and writable",
+                    self.path.display()
+                );
+                let db = Arc::new(db);
+                *self.db.write().unwrap_or_else(|e| e.into_inner()) = Some(db.clone());
+                Ok(db)
+            }
+            Err(reason) => {
+                error!("the queue file cannot be opened again yet: {reason}");
+                Err(reason)
             }
         }
     }
@@ -378,12 +528,15 @@ fn drain_into(batch: &mut Vec<Write>, queue: &mut mpsc::Receiver<Write>) {
     }
 }
 
-fn commit(db: &Database, batch: &[Write]) -> Result<(), StoreError> {
+fn commit(db: &Database, batch: &[Write], unremoved: &[u64]) -> Result<(), StoreError> {
     let write = db.begin_write()?;
     {
         let mut pending = write.open_table(PENDING)?;
         let mut dead = write.open_table(DEAD)?;
         let mut next_position = None;
+        for position in unremoved {
+            pending.remove(position)?;
+        }
         for op in batch {
             match op {
                 Write::Append(entry, _) => {

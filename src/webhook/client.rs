@@ -28,6 +28,8 @@ pub struct ClientError(String);
 pub struct HookClient {
     http: reqwest::Client,
     url: reqwest::Url,
+    /// The URL without credentials or query, for logs.
+    shown_url: String,
     max_response_bytes: usize,
     signer: Option<Signer>,
 }
@@ -68,13 +70,15 @@ impl HookClient {
         Ok(Self {
             http,
             url: config.url.clone(),
+            shown_url: config.shown_url(),
             max_response_bytes: config.max_response_bytes,
             signer: config.signing.clone(),
         })
     }
 
-    pub fn url(&self) -> &reqwest::Url {
-        &self.url
+    /// The hook's URL as logs show it: without credentials or query.
+    pub fn url(&self) -> &str {
+        &self.shown_url
     }
 
     /// POSTs a JSON body to the hook as the delivery `webhook_id`, signed when a signer is
@@ -157,9 +161,24 @@ impl HookClient {
 fn failure(error: &reqwest::Error) -> HookOutcome {
     if error.is_timeout() {
         HookOutcome::Timeout
+    } else if is_malformed_response(error) {
+        HookOutcome::Malformed(describe(error))
     } else {
         HookOutcome::ConnectFailure(describe(error))
     }
+}
+
+/// Whether the hook answered, but not with valid HTTP: a response the HTTP parser refused
+/// (a bad status line, too many headers, headers too large).
+fn is_malformed_response(error: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(http) = cause.downcast_ref::<hyper::Error>() {
+            return http.is_parse() || http.is_parse_status();
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// The error with its causes, without the URL (which may carry credentials in its query).

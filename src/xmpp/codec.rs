@@ -103,6 +103,8 @@ pub struct StreamReader {
     current: Vec<u8>,
     /// Element depth, the stream root being 1.
     depth: usize,
+    /// Inside the stream's root, outside any stanza: where whitespace is skipped.
+    between_stanzas: bool,
     /// Set once an error was returned: the stream is over.
     failed: Option<CodecError>,
     closed: bool,
@@ -126,6 +128,7 @@ impl StreamReader {
             unaccounted: BytesMut::new(),
             current: Vec::new(),
             depth: 0,
+            between_stanzas: false,
             failed: None,
             closed: false,
         }
@@ -160,6 +163,17 @@ impl StreamReader {
 
     fn next_frame_inner(&mut self) -> Result<Option<Frame>, CodecError> {
         loop {
+            if self.between_stanzas && self.unaccounted.is_empty() {
+                // Whitespace between stanzas (keepalives) is dropped before the lexer sees it:
+                // it is no part of any stanza, so it neither counts toward max_stanza_bytes
+                // nor costs memory, however much of it a server sends.
+                let blank = self
+                    .input
+                    .iter()
+                    .take_while(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+                    .count();
+                self.input.advance(blank);
+            }
             let mut window: &[u8] = &self.input;
             let before = window.len();
             let parsed = self.parser.parse(&mut window, false);
@@ -222,7 +236,8 @@ impl StreamReader {
             }
             RawEvent::ElementHeadOpen(..) => {
                 self.depth += 1;
-                if self.depth > self.limits.max_depth + 1 {
+                self.between_stanzas = false;
+                if self.depth > self.limits.max_depth.saturating_add(1) {
                     return Err(CodecError::TooDeep {
                         limit: self.limits.max_depth,
                     });
@@ -246,6 +261,7 @@ impl StreamReader {
                 self.account(&event, self.depth >= 2);
                 self.build(event)?;
                 if self.depth == 1 {
+                    self.between_stanzas = true;
                     return self.stream_header().map(Some);
                 }
                 Ok(None)
@@ -270,7 +286,10 @@ impl StreamReader {
                         self.closed = true;
                         Ok(Some(Frame::Close))
                     }
-                    1 => Ok(self.finish_element()),
+                    1 => {
+                        self.between_stanzas = true;
+                        Ok(self.finish_element())
+                    }
                     _ => Ok(None),
                 }
             }
@@ -322,13 +341,15 @@ pub fn stream_header(domain: &str) -> String {
 
 /// Parses one stanza given as a string (a hook's `stanza` field or an `application/xmpp+xml`
 /// body) with the same limits as the stream. The stanza may omit its namespace: like a stanza
-/// on the stream, it inherits `jabber:component:accept`.
+/// on the stream, it inherits `jabber:component:accept`. Exactly one element is accepted:
+/// text that closes the stream (`<message/></stream:stream><message/>`) or carries a second
+/// element is refused whole, never cut to its first part.
 pub fn parse_stanza(xml: &str, limits: ReadLimits) -> Result<ReadElement, CodecError> {
     let mut reader = StreamReader::new(limits);
     reader.feed(stream_header("parse.invalid").as_bytes());
     reader.feed(xml.trim().as_bytes());
-    reader.feed(b"</stream:stream>");
     let mut found = None;
+    let mut closing = false;
     loop {
         match reader.next_frame()? {
             Some(Frame::Open(_)) => {}
@@ -338,9 +359,18 @@ pub fn parse_stanza(xml: &str, limits: ReadLimits) -> Result<ReadElement, CodecE
                 }
                 found = Some(*element);
             }
-            Some(Frame::Close) => break,
-            None => {
+            Some(Frame::Close) if closing => break,
+            Some(Frame::Close) => {
+                return Err(CodecError::NotWellFormed(
+                    "the XML closes the stream (</stream:stream>)".into(),
+                ));
+            }
+            None if closing => {
                 return Err(CodecError::NotWellFormed("the XML is incomplete".into()));
+            }
+            None => {
+                closing = true;
+                reader.feed(b"</stream:stream>");
             }
         }
     }
@@ -465,6 +495,28 @@ mod tests {
             elements(&frames)[0].raw,
             "<message to='bot.localhost' from='a@b'/>"
         );
+    }
+
+    #[test]
+    fn whitespace_between_stanzas_never_counts_toward_the_stanza_limit() {
+        let limits = ReadLimits {
+            max_stanza_bytes: 1024,
+            max_depth: 8,
+        };
+        let mut reader = StreamReader::new(limits);
+        reader.feed(HEADER.as_bytes());
+        read_all(&mut reader).unwrap();
+        for chunk in [" ".repeat(300 * 1024), "\n\t\r ".repeat(50_000)] {
+            reader.feed(chunk.as_bytes());
+            read_all(&mut reader).unwrap();
+        }
+        reader.feed(b"<message to='bot.localhost' from='a@b'/>  ");
+        let frames = read_all(&mut reader).unwrap();
+        assert_eq!(
+            elements(&frames)[0].raw,
+            "<message to='bot.localhost' from='a@b'/>"
+        );
+        assert!(reader.input.is_empty() && reader.unaccounted.is_empty());
     }
 
     #[test]
@@ -639,6 +691,15 @@ mod tests {
         assert!(parse_stanza("<a>", ReadLimits::default()).is_err());
         assert!(parse_stanza("", ReadLimits::default()).is_err());
         assert!(parse_stanza("text", ReadLimits::default()).is_err());
+        for smuggled in [
+            "<message to='a@b'/></stream:stream><message to='c@d'/>",
+            "<message to='a@b'/></stream:stream>",
+        ] {
+            assert!(
+                parse_stanza(smuggled, ReadLimits::default()).is_err(),
+                "{smuggled}"
+            );
+        }
     }
 
     proptest::proptest! {

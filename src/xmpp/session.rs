@@ -298,6 +298,9 @@ pub struct Session {
     /// Stanzas to write, from everyone.
     pub outbound: mpsc::Receiver<Outbound>,
     pub state: watch::Sender<LinkState>,
+    /// Held by the reader while it runs, so that at a stop the router can tell when every
+    /// stanza read has been handed over.
+    pub reading: Arc<tokio::sync::Mutex<()>>,
     /// Shutdown, first step: stop taking new stanzas from the server.
     pub stop_reading: CancellationToken,
     /// Shutdown, last step: write what is queued, close the stream, return.
@@ -322,6 +325,12 @@ impl Session {
             let outcome = match connect(&self.config).await {
                 Ok(link) => {
                     info!(domain = %self.config.domain, server = %self.config.server, "component online");
+                    // Fault injection for the tests of what a panic does to the process; debug
+                    // builds only.
+                    #[cfg(debug_assertions)]
+                    if std::env::var_os("COMPONENT_HTTP_TEST_PANIC_ONLINE").is_some() {
+                        panic!("injected fault: COMPONENT_HTTP_TEST_PANIC_ONLINE is set");
+                    }
                     self.state.send_replace(LinkState::Up);
                     let since = Instant::now();
                     let outcome = self.serve(link, &mut unsent).await;
@@ -368,6 +377,7 @@ impl Session {
             link.reader,
             self.inbound.clone(),
             control_tx,
+            self.reading.clone(),
             self.stop_reading.clone(),
         ));
         let outcome = self.write_loop(link.writer, control_rx, unsent).await;
@@ -522,8 +532,10 @@ async fn read_loop(
     mut reader: FrameReader,
     inbound: mpsc::Sender<Stanza>,
     control: mpsc::Sender<Control>,
+    reading: Arc<tokio::sync::Mutex<()>>,
     stop_reading: CancellationToken,
 ) {
+    let _reading = reading.lock_owned().await;
     let ended = loop {
         let frame = tokio::select! {
             frame = reader.next() => frame,
@@ -558,8 +570,20 @@ async fn read_loop(
             "stanza received"
         );
         tokio::select! {
-            sent = inbound.send(stanza) => if sent.is_err() { return },
-            _ = stop_reading.cancelled() => return,
+            biased;
+            room = inbound.reserve() => match room {
+                Ok(room) => room.send(stanza),
+                Err(_) => return,
+            },
+            _ = stop_reading.cancelled() => {
+                // The router empties the channel at a stop: hand over what was read.
+                if let Ok(Ok(room)) = timeout(limits::SHUTDOWN_HANDOVER, inbound.reserve()).await {
+                    room.send(stanza);
+                } else {
+                    warn!(from = stanza.from(), "stopping: one stanza read from the server could not be handed over");
+                }
+                return;
+            }
         }
     };
     let _ = control.send(Control::Ended(ended)).await;

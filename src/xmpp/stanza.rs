@@ -50,43 +50,80 @@ impl Kind {
     }
 }
 
-/// A stanza read from the stream: its element, its bytes as received, and its kind.
+/// A stanza read from the stream, in the form the bridge holds it: its bytes as received, its
+/// kind, and the few values routing, the hook's JSON and replies need. The parsed element tree
+/// is not kept: it costs up to about 60 times the stanza's XML (an element or attribute takes a
+/// few hundred bytes of tree for a few bytes of text), so a held stanza would cost far more
+/// than the queue's byte bound says. What it holds here is at most about twice its XML; code
+/// that needs the tree parses [`Stanza::raw`] again ([`Stanza::tree`]).
 #[derive(Debug, Clone)]
 pub struct Stanza {
     pub kind: Kind,
-    pub element: Element,
     pub raw: String,
+    to: Option<String>,
+    from: Option<String>,
+    id: Option<String>,
+    type_: Option<String>,
+    lang: Option<String>,
+    /// A message's `<body>` text: the one without `xml:lang`, else the first.
+    body: Option<String>,
 }
 
 impl Stanza {
-    /// The stanza a top-level element of the stream holds; `None` for any other element.
+    /// The stanza a top-level element of the stream holds; `None` for any other element. The
+    /// element is dropped once the values the bridge needs are taken from it.
     pub fn from_read(read: ReadElement) -> Option<Stanza> {
-        let kind = Kind::of(&read.element)?;
+        let element = &read.element;
+        let kind = Kind::of(element)?;
+        let attr = |name: &str| element.attr(name).map(str::to_owned);
         Some(Stanza {
             kind,
-            element: read.element,
+            to: attr("to"),
+            from: attr("from"),
+            id: attr("id"),
+            type_: attr("type"),
+            lang: element
+                .attr_ns(rxml::Namespace::xml(), "lang")
+                .map(str::to_owned),
+            body: (kind == Kind::Message)
+                .then(|| message_body(element))
+                .flatten(),
             raw: read.raw,
         })
     }
 
-    pub fn attr<'a>(&'a self, name: &'a str) -> Option<&'a str> {
-        self.element.attr(name)
+    /// The element tree, parsed again from [`Stanza::raw`]; `None` only if the text no longer
+    /// parses, which cannot happen for text the stream reader accepted.
+    pub fn tree(&self) -> Option<Element> {
+        // The text passed the stream's limits when it was read; these only keep the parser's.
+        let limits = crate::xmpp::codec::ReadLimits {
+            max_stanza_bytes: self.raw.len() + crate::limits::XML_TOKEN_SLACK_BYTES,
+            max_depth: *crate::limits::MAX_DEPTH_RANGE.end(),
+        };
+        crate::xmpp::codec::parse_stanza(&self.raw, limits)
+            .ok()
+            .map(|read| read.element)
     }
+
     pub fn to(&self) -> Option<&str> {
-        self.attr("to")
+        self.to.as_deref()
     }
     pub fn from(&self) -> Option<&str> {
-        self.attr("from")
+        self.from.as_deref()
     }
     pub fn id(&self) -> Option<&str> {
-        self.attr("id")
+        self.id.as_deref()
     }
     pub fn type_(&self) -> Option<&str> {
-        self.attr("type")
+        self.type_.as_deref()
     }
     /// `xml:lang` of the stanza.
     pub fn lang(&self) -> Option<&str> {
-        self.element.attr_ns(rxml::Namespace::xml(), "lang")
+        self.lang.as_deref()
+    }
+    /// A message's `<body>` text (the one without `xml:lang`, else the first).
+    pub fn body(&self) -> Option<&str> {
+        self.body.as_deref()
     }
     /// A reply of kind `name` and type `type_`: addressed back to the sender (`to` and `from`
     /// swapped) with the same id, as error replies and iq results both are.
@@ -108,6 +145,18 @@ impl Stanza {
             _ => false,
         }
     }
+}
+
+/// The text of a message's `<body>`: the one without `xml:lang`, else the first.
+fn message_body(message: &Element) -> Option<String> {
+    let mut first = None;
+    for body in message.children().filter(|c| c.is("body", NS_COMPONENT)) {
+        if body.attr_ns(rxml::Namespace::xml(), "lang").is_none() {
+            return Some(body.text());
+        }
+        first.get_or_insert(body);
+    }
+    first.map(|body| body.text())
 }
 
 /// RFC 6120 §8.3.2 error types.
@@ -179,7 +228,7 @@ pub fn error_reply(original: &Stanza, error: &StanzaError, by: &str) -> Option<E
     }
     Some(
         original
-            .reply_builder(original.element.name(), "error")
+            .reply_builder(original.kind.as_str(), "error")
             .append(error_element.build())
             .build(),
     )

@@ -309,6 +309,8 @@ pub struct Conn {
     writer: OwnedWriteHalf,
     inbox: Arc<Inbox>,
     reader: JoinHandle<()>,
+    /// While true, the background task does not read: the bridge's writes back up.
+    paused: tokio::sync::watch::Sender<bool>,
     pos: usize,
     pending: VecDeque<Element>,
     whitespace: usize,
@@ -328,11 +330,15 @@ impl Conn {
         let _ = stream.set_nodelay(true);
         let (mut read, writer) = stream.into_split();
         let inbox = Arc::new(Inbox::default());
+        let (paused, mut paused_rx) = tokio::sync::watch::channel(false);
         let reader = tokio::spawn({
             let inbox = inbox.clone();
             async move {
                 let mut buf = vec![0u8; 64 * 1024];
                 loop {
+                    if paused_rx.wait_for(|paused| !paused).await.is_err() {
+                        return;
+                    }
                     let n = read.read(&mut buf).await.unwrap_or(0);
                     {
                         let mut state = inbox.lock();
@@ -356,6 +362,7 @@ impl Conn {
             writer,
             inbox,
             reader,
+            paused,
             pos: 0,
             pending: VecDeque::new(),
             whitespace: 0,
@@ -363,6 +370,16 @@ impl Conn {
             stream_errors: Vec::new(),
             stream_id: format!("it-stream-{}", STREAM_IDS.fetch_add(1, Ordering::Relaxed)),
         }
+    }
+
+    /// Stops reading what the bridge writes (after the read in progress), as a server that is
+    /// stuck would: the bridge's writes fill the socket's buffers and then block.
+    pub fn pause_reading(&self) {
+        self.paused.send_replace(true);
+    }
+
+    pub fn resume_reading(&self) {
+        self.paused.send_replace(false);
     }
 
     /// Everything the bridge wrote on this connection so far, as text.

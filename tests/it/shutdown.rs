@@ -1,5 +1,6 @@
-//! A clean stop (SPEC §7): on SIGTERM or SIGINT the bridge lets deliveries in flight finish,
-//! writes their replies, closes the stream, and exits 0.
+//! A clean stop (README, "Stopping"): on SIGTERM, SIGINT or SIGHUP the bridge lets deliveries in
+//! flight finish, writes their replies, closes the stream, and exits 0, within a bounded time
+//! whatever the server and the hook do.
 
 use std::time::Duration;
 
@@ -56,6 +57,49 @@ async fn sigterm_finishes_deliveries_in_flight_then_exits_0() {
 #[tokio::test]
 async fn sigint_finishes_deliveries_in_flight_then_exits_0() {
     stop_with("INT").await;
+}
+
+#[tokio::test]
+async fn sighup_is_a_graceful_stop_too() {
+    stop_with("HUP").await;
+}
+
+#[tokio::test]
+async fn a_stop_is_bounded_when_the_server_stops_reading() {
+    // Replies of 100 KB each, and a server that reads nothing: the bridge's writes block on
+    // full socket buffers. The stop must still end within the drain (10 s) and the flush (3 s).
+    let big = "b".repeat(100_000);
+    let mut stack = Stack::start(
+        move |_: &Request| Reply::json(serde_json::json!({ "body": big })),
+        |c| c,
+    )
+    .await;
+    stack.conn.pause_reading();
+    for i in 0..300 {
+        stack
+            .conn
+            .send(&chat(
+                &format!("u{}@localhost/r", i % 30),
+                ECHO,
+                &format!("m{i}"),
+                "x",
+            ))
+            .await;
+    }
+    stack.hook.wait_requests(100).await;
+    let started = tokio::time::Instant::now();
+    stack.bridge.terminate();
+    let status = stack
+        .bridge
+        .exit_within(Duration::from_secs(40))
+        .await
+        .expect("the bridge exits");
+    assert!(
+        started.elapsed() < Duration::from_secs(16),
+        "the stop took {:?}, longer than the drain and the flush allow",
+        started.elapsed()
+    );
+    assert_eq!(status.code(), Some(0));
 }
 
 #[tokio::test]
