@@ -186,15 +186,10 @@ async fn iq_answered_202_count_against_the_queue_bounds() {
 
 #[tokio::test]
 async fn a_hook_stanza_that_closes_the_stream_is_refused_whole() {
-    let mut stack = Stack::start(
-        |_: &Request| {
-            Reply::json(json!({
-                "stanza": "<message to='alice@localhost/phone'><body>one</body></message></stream:stream><message to='alice@localhost/phone'><body>two</body></message>"
-            }))
-        },
-        |c| c,
-    )
-    .await;
+    let smuggling = Reply::json(json!({
+        "stanza": "<message to='alice@localhost/phone'><body>one</body></message></stream:stream><message to='alice@localhost/phone'><body>two</body></message>"
+    }));
+    let mut stack = Stack::start(by_id([("smuggle", smuggling)]), |c| c).await;
     stack.conn.send(&chat(SENDER, ECHO, "smuggle", "hi")).await;
     let answer = stack.conn.with_id("smuggle").await;
     assert_eq!(

@@ -10,10 +10,10 @@ use crate::helpers::*;
 const ECHO: &str = "echo@bot.localhost";
 /// Default `queue_max_bytes`.
 const QUEUE_MAX_BYTES: u64 = 64 * 1024 * 1024;
-/// The README's budget: peak RSS ≤ 40 MiB + 3 × queue_max_bytes.
-const BUDGET_KIB: u64 = 40 * 1024 + 3 * QUEUE_MAX_BYTES / 1024;
+/// The README's budget: peak RSS ≤ 48 MiB + 4 × queue_max_bytes.
+const BUDGET_KIB: u64 = 48 * 1024 + 4 * QUEUE_MAX_BYTES / 1024;
 /// What is pushed at the bridge: more than the queue may hold.
-const PUSHED_BYTES: usize = 96 * 1024 * 1024;
+const PUSHED_BYTES: usize = 80 * 1024 * 1024;
 /// Each stanza's filler, under the default max_stanza_bytes (256 KiB) with its envelope.
 const FILLER_BYTES: usize = 240 * 1024;
 
