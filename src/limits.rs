@@ -79,7 +79,8 @@ pub const QUEUE_GROUP_COMMIT_MAX: usize = 4096;
 pub const QUEUE_GROUP_COMMIT_LINGER_BELOW: usize = 64;
 pub const QUEUE_GROUP_COMMIT_LINGER: Duration = Duration::from_millis(1);
 /// After a failed commit the queue file is opened again before the next one, at most this
-/// often: when the disk is still full, each try fails at once and stanzas are refused at once.
+/// often: while the disk stays full, a batch of stanzas is refused at most this long after
+/// it arrived.
 pub const QUEUE_REOPEN_INTERVAL: Duration = Duration::from_secs(1);
 /// The queue database's page cache.
 pub const QUEUE_CACHE_BYTES: usize = 8 * 1024 * 1024;

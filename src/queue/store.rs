@@ -11,8 +11,8 @@
 //! to each appender and on [`Store::failed_appends`], so a stanza waiting behind others learns of
 //! it without waiting its turn. redb refuses all work after an I/O error until the database is
 //! opened again, so the writer closes and reopens the file before its next transaction (at
-//! most once per [`limits::QUEUE_REOPEN_INTERVAL`]): the queue recovers by itself once the disk
-//! does. Removals that failed are retried with every later commit, so a delivered stanza is not
+//! most once per [`limits::QUEUE_REOPEN_INTERVAL`], waiting for it if need be): the queue
+//! recovers by itself once the disk does. Removals that failed are retried with every later commit, so a delivered stanza is not
 //! delivered again at the next start just because its removal met a full disk. The file is
 //! created readable by its owner only (it holds message bodies), and so is a `data_dir` this
 //! module creates.
@@ -493,11 +493,10 @@ impl Writer {
         if let Some(db) = self.db.read().unwrap_or_else(|e| e.into_inner()).clone() {
             return Ok(db);
         }
-        if self
-            .last_reopen
-            .is_some_and(|at| at.elapsed() < limits::QUEUE_REOPEN_INTERVAL)
-        {
-            return Err(StoreError::Reopening);
+        // Every batch gets a real attempt, so the first writes after the disk frees succeed;
+        // attempts are spaced so that a disk that stays full is not hammered.
+        if let Some(at) = self.last_reopen {
+            std::thread::sleep(limits::QUEUE_REOPEN_INTERVAL.saturating_sub(at.elapsed()));
         }
         self.last_reopen = Some(std::time::Instant::now());
         match open_database(&self.path) {
@@ -753,6 +752,24 @@ mod tests {
         assert_eq!(store.pending().unwrap(), revived);
         assert_eq!(store.purge(&Selection::All).unwrap(), 1);
         assert!(store.dead_letters().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_queue_file_and_a_created_data_dir_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("state").join("queue");
+        let store = Store::open(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&parent.path().join("state")), 0o700);
+        assert_eq!(mode(&dir.join(FILE_NAME)), 0o600);
+        drop(store);
+        // A file left readable by others (by an earlier version) is made owner-only.
+        std::fs::set_permissions(dir.join(FILE_NAME), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        let _store = reopen(&dir).await;
+        assert_eq!(mode(&dir.join(FILE_NAME)), 0o600);
     }
 
     #[test]

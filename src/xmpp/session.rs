@@ -537,9 +537,11 @@ async fn read_loop(
 ) {
     let _reading = reading.lock_owned().await;
     let ended = loop {
+        // The stop first: once it is signalled, no further stanza is taken from the socket.
         let frame = tokio::select! {
-            frame = reader.next() => frame,
+            biased;
             _ = stop_reading.cancelled() => return,
+            frame = reader.next() => frame,
         };
         let read = match frame {
             Ok(Frame::Element(read)) => read,
