@@ -350,7 +350,8 @@ fn iq_reply(original: &Stanza, object: &Map<String, Value>, limits: ReadLimits) 
     }
     let payload = match object.get("payload") {
         None => None,
-        Some(Value::String(xml)) => match codec::parse_stanza(xml, limits) {
+        // The payload sits one level below the iq, so it may nest one level less.
+        Some(Value::String(xml)) => match codec::parse_stanza(xml, limits.nested_one_level()) {
             Ok(read) => Some(read.element),
             Err(e) => return hook_error(format!("the reply's `payload` is not XML: {e}")),
         },
@@ -585,6 +586,38 @@ mod tests {
             ReadLimits::default(),
         );
         assert!(matches!(verdict.decision, Decision::Bounce(_)));
+    }
+
+    #[test]
+    fn an_iq_payload_may_nest_one_level_less_than_max_depth() {
+        let limits = ReadLimits {
+            max_depth: 3,
+            ..ReadLimits::default()
+        };
+        let depth_of = |element: &Element| {
+            fn depth(element: &Element) -> usize {
+                1 + element.children().map(depth).max().unwrap_or(0)
+            }
+            depth(element)
+        };
+        let fits = r#"{"kind":"iq","payload":"<a xmlns='urn:x'><b/></a>"}"#;
+        let reply = sent(decide(
+            &iq_get(),
+            &response(200, "application/json", fits),
+            limits,
+        ));
+        assert_eq!(depth_of(&reply), 3);
+        let deeper = r#"{"kind":"iq","payload":"<a xmlns='urn:x'><b><c/></b></a>"}"#;
+        let verdict = decide(
+            &iq_get(),
+            &response(200, "application/json", deeper),
+            limits,
+        );
+        assert!(
+            matches!(verdict.decision, Decision::Bounce(ref e) if e.condition == "internal-server-error"),
+            "a payload that makes the iq deeper than max_depth is refused, got {:?}",
+            verdict.decision
+        );
     }
 
     #[test]

@@ -8,17 +8,21 @@
 //! payload without serialising the element again. It does no I/O and knows nothing of stanza
 //! semantics.
 
+use std::collections::HashSet;
+
 use bytes::{Buf, BytesMut};
 use minidom::Element;
 use minidom::tree_builder::TreeBuilder;
 use rxml::error::EndOrError;
-use rxml::{Options, Parse, RawEvent, RawParser, WithOptions};
+use rxml::{Options, Parse, RawEvent, RawParser, RawQName, WithOptions};
 
 use crate::limits;
 
 pub const NS_STREAMS: &str = "http://etherx.jabber.org/streams";
 pub const NS_COMPONENT: &str = "jabber:component:accept";
 const DOCTYPE: &[u8] = b"<!DOCTYPE";
+/// An empty CDATA section: the one construct the lexer consumes without emitting any event.
+const EMPTY_CDATA: &[u8] = b"<![CDATA[]]>";
 
 /// Bounds applied while reading.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +36,17 @@ impl Default for ReadLimits {
         Self {
             max_stanza_bytes: limits::DEFAULT_MAX_STANZA_BYTES,
             max_depth: limits::DEFAULT_MAX_DEPTH,
+        }
+    }
+}
+
+impl ReadLimits {
+    /// The limits for XML that will be put one level inside a stanza (an iq's payload): one
+    /// level less, so the stanza built around it still keeps `max_depth`.
+    pub fn nested_one_level(self) -> Self {
+        Self {
+            max_depth: self.max_depth.saturating_sub(1),
+            ..self
         }
     }
 }
@@ -103,6 +118,8 @@ pub struct StreamReader {
     current: Vec<u8>,
     /// Element depth, the stream root being 1.
     depth: usize,
+    /// Names of the attributes of the element head being read, to refuse a repeated one.
+    head_attributes: HashSet<RawQName>,
     /// Inside the stream's root, outside any stanza: where whitespace is skipped.
     between_stanzas: bool,
     /// Set once an error was returned: the stream is over.
@@ -128,6 +145,7 @@ impl StreamReader {
             unaccounted: BytesMut::new(),
             current: Vec::new(),
             depth: 0,
+            head_attributes: HashSet::new(),
             between_stanzas: false,
             failed: None,
             closed: false,
@@ -228,7 +246,21 @@ impl StreamReader {
         }
     }
 
+    /// The lexer drops an empty CDATA section without an event, so no event's length covers its
+    /// bytes; they always lie just before the next event's. Left in `unaccounted`, they would
+    /// shift every later event's bytes and make the raw text disagree with the element.
+    fn account_empty_cdata(&mut self) {
+        let inside_element = self.depth >= 2;
+        while self.unaccounted.starts_with(EMPTY_CDATA) {
+            let bytes = self.unaccounted.split_to(EMPTY_CDATA.len());
+            if inside_element {
+                self.current.extend_from_slice(&bytes);
+            }
+        }
+    }
+
     fn handle(&mut self, event: RawEvent) -> Result<Option<Frame>, CodecError> {
+        self.account_empty_cdata();
         match &event {
             RawEvent::XmlDeclaration(..) => {
                 self.account(&event, false);
@@ -243,10 +275,22 @@ impl StreamReader {
                     });
                 }
                 self.account(&event, self.depth >= 2);
+                self.head_attributes.clear();
                 self.build(event)?;
                 Ok(None)
             }
-            RawEvent::Attribute(_, (prefix, name), value) => {
+            RawEvent::Attribute(_, qname @ (prefix, name), value) => {
+                // XML forbids a repeated attribute. The element tree would keep one value and
+                // the raw text both, so what is checked and what is forwarded could differ.
+                if !self.head_attributes.insert(qname.clone()) {
+                    let shown = match prefix {
+                        Some(prefix) => format!("{prefix}:{name}"),
+                        None => name.to_string(),
+                    };
+                    return Err(CodecError::NotWellFormed(format!(
+                        "the attribute '{shown}' appears twice in one element"
+                    )));
+                }
                 // A server may repeat the stream's default namespace on each stanza; the raw
                 // text promises XML without it, like every other stanza.
                 let redundant = self.depth == 2
@@ -612,6 +656,48 @@ mod tests {
             );
             assert_eq!(result.unwrap_err().stream_condition(), "not-well-formed");
         }
+    }
+
+    #[test]
+    fn an_empty_cdata_section_keeps_the_raw_text_of_every_stanza_exact() {
+        let first = "<message to='a@b'>a<![CDATA[]]>b<![CDATA[]]><![CDATA[]]></message>";
+        let second = "<message to='c@d' from='e@f'><body>secret</body></message>";
+        let mut reader = StreamReader::new(ReadLimits::default());
+        reader.feed(HEADER.as_bytes());
+        reader.feed(b"<![CDATA[]]>");
+        reader.feed(first.as_bytes());
+        reader.feed(second.as_bytes());
+        let frames = read_all(&mut reader).unwrap();
+        let read = elements(&frames);
+        assert_eq!(read.len(), 2);
+        assert_eq!(read[0].raw, first);
+        assert_eq!(read[0].element.text(), "ab");
+        assert_eq!(read[1].raw, second);
+        assert_eq!(read[1].element.attr("to"), Some("c@d"));
+    }
+
+    #[test]
+    fn a_repeated_attribute_is_refused_as_not_well_formed() {
+        for bad in [
+            "<message to='a@b' to='c@d'/>",
+            "<message xmlns='urn:evil' xmlns='jabber:component:accept' to='a@b'/>",
+            "<message to='a@b'><x xmlns:p='urn:p' p:y='1' p:y='2'/></message>",
+        ] {
+            let mut reader = StreamReader::new(ReadLimits::default());
+            reader.feed(HEADER.as_bytes());
+            reader.feed(bad.as_bytes());
+            let result = read_all(&mut reader);
+            assert!(
+                matches!(result, Err(CodecError::NotWellFormed(ref why)) if why.contains("twice")),
+                "{bad:?} gave {result:?}"
+            );
+        }
+        // The same name on two elements is no repetition.
+        let fine = "<message to='a@b'><x id='1'/><y id='1'/></message>";
+        let mut reader = StreamReader::new(ReadLimits::default());
+        reader.feed(HEADER.as_bytes());
+        reader.feed(fine.as_bytes());
+        assert_eq!(elements(&read_all(&mut reader).unwrap())[0].raw, fine);
     }
 
     #[test]
