@@ -73,6 +73,12 @@ pub async fn accept_bridge(listener: &TcpListener) -> anyhow::Result<Accepted> {
 }
 
 impl Accepted {
+    /// The connection's halves and the reader's codec, for a caller that reads and writes
+    /// concurrently on its own terms (the soak).
+    pub fn into_parts(self) -> (OwnedReadHalf, OwnedWriteHalf, StreamReader) {
+        (self.read, self.write, self.codec)
+    }
+
     async fn next_frame(&mut self) -> anyhow::Result<Frame> {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -87,9 +93,14 @@ impl Accepted {
 }
 
 fn message(seq: usize, senders: usize) -> String {
+    chat_message(seq as u64, seq % senders, "bench")
+}
+
+/// A chat message to `echo@bot.localhost` from `user{sender}@localhost/{resource}`, with id
+/// `{seq}` and body `m{seq}`: the hook's echo of it is "Did you say m{seq}?".
+pub fn chat_message(seq: u64, sender: usize, resource: &str) -> String {
     format!(
-        "<message to='echo@bot.localhost' from='user{}@localhost/bench' type='chat' id='{seq}'><body>m{seq}</body></message>",
-        seq % senders
+        "<message to='echo@bot.localhost' from='user{sender}@localhost/{resource}' type='chat' id='{seq}'><body>m{seq}</body></message>"
     )
 }
 

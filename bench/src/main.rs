@@ -2,13 +2,16 @@
 //! load and prints a table. See BENCHMARKS.md for what each row means.
 //!
 //! Isolated mode: this harness is the XMPP server and the webhook. End-to-end mode: real XMPP
-//! clients send through a real Prosody. Each mode has a ceiling row for comparison.
+//! clients send through a real Prosody. Each mode has a ceiling row for comparison. With
+//! `--soak MINUTES`, only the soak runs instead (steady load, hook failures and server
+//! restarts, an exact account of every message; see `soak.rs`) and prints its own report.
 
 mod e2e;
 mod hook;
 mod isolated;
 mod process;
 mod report;
+mod soak;
 
 use std::time::Duration;
 
@@ -32,6 +35,14 @@ struct Args {
     /// Skip the end-to-end rows through Prosody.
     #[arg(long)]
     no_prosody: bool,
+    /// Run only the soak, for this many minutes: steady load with hook failures and server
+    /// restarts mixed in, then an account of every message (exit status 1 if any is lost or
+    /// memory or descriptors grew).
+    #[arg(long, value_name = "MINUTES")]
+    soak: Option<u64>,
+    /// Messages per second in the soak, across its 50 senders.
+    #[arg(long, value_name = "PER_SECOND", default_value_t = 300.0)]
+    soak_rate: f64,
 }
 
 struct Scale {
@@ -45,6 +56,18 @@ struct Scale {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(minutes) = args.soak {
+        let failures = soak::run(soak::SoakOptions {
+            minutes,
+            rate: args.soak_rate,
+        })
+        .await?;
+        if !failures.is_empty() {
+            eprintln!("soak failed: {}", failures.join("; "));
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     let scale = if args.smoke {
         Scale {
             fast: 2_000,
@@ -199,6 +222,8 @@ async fn bridge_row(
         hook_timeout: Duration::from_secs(15),
         http2,
         queue,
+        retry_for: None,
+        retry_max_interval: None,
     })?;
     let accepted = isolated::accept_bridge(&listener).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -244,6 +269,8 @@ async fn e2e_rows(rows: &mut Vec<Row>, hook_url: &str, per_client: usize) -> any
             hook_timeout: Duration::from_secs(15),
             http2: false,
             queue: "durable",
+            retry_for: None,
+            retry_max_interval: None,
         })?;
         e2e::wait_routed(prosody.c2s_port).await?;
         let before = bridge.stats();
@@ -280,6 +307,8 @@ async fn stalled_row(total: usize) -> anyhow::Result<(usize, u64)> {
         hook_timeout: Duration::from_secs(300),
         http2: false,
         queue: "durable",
+        retry_for: None,
+        retry_max_interval: None,
     })?;
     let accepted = isolated::accept_bridge(&listener).await?;
     let (written, _accepted) = isolated::flood(accepted, total, 100).await?;

@@ -1,5 +1,5 @@
 //! The bridge as a child process: a config file, the spawn, and what /proc says about it
-//! (CPU time and resident memory).
+//! (CPU time, resident memory, open file descriptors).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -23,6 +23,10 @@ pub struct BridgeOptions<'a> {
     pub http2: bool,
     /// `queue = "durable"` or `"memory"`.
     pub queue: &'a str,
+    /// `retry_for`; `None` leaves the bridge's default (24 h).
+    pub retry_for: Option<Duration>,
+    /// `retry_max_interval`; `None` leaves the bridge's default (5 min).
+    pub retry_max_interval: Option<Duration>,
 }
 
 /// The bridge binary sits beside the harness's own binary (both built by one cargo command).
@@ -40,8 +44,18 @@ pub fn bridge_binary() -> anyhow::Result<PathBuf> {
 impl Bridge {
     pub fn spawn(options: &BridgeOptions<'_>) -> anyhow::Result<Bridge> {
         let dir = tempfile::tempdir()?;
+        let mut retry = String::new();
+        if let Some(retry_for) = options.retry_for {
+            retry.push_str(&format!("retry_for = \"{}s\"\n", retry_for.as_secs()));
+        }
+        if let Some(interval) = options.retry_max_interval {
+            retry.push_str(&format!(
+                "retry_max_interval = \"{}s\"\n",
+                interval.as_secs().max(1)
+            ));
+        }
         let config = format!(
-            "domain = \"bot.localhost\"\nserver = \"{}\"\nsecret = \"{}\"\nordering = \"{}\"\nmax_in_flight = {}\nqueue = \"{}\"\n\
+            "domain = \"bot.localhost\"\nserver = \"{}\"\nsecret = \"{}\"\nordering = \"{}\"\nmax_in_flight = {}\nqueue = \"{}\"\n{retry}\
              [webhook]\nurl = \"{}\"\ntimeout = \"{}s\"\nhttp2_prior_knowledge = {}\n",
             options.server,
             options.secret,
@@ -75,6 +89,52 @@ impl Bridge {
     pub fn stats(&self) -> ProcStats {
         ProcStats::of(self.pid)
     }
+}
+
+/// How many file descriptors the process has open (entries of /proc/PID/fd); `None` once it is
+/// gone.
+pub fn open_fds(pid: u32) -> Option<usize> {
+    let entries = std::fs::read_dir(Path::new("/proc").join(pid.to_string()).join("fd")).ok()?;
+    Some(entries.count())
+}
+
+/// How many of the process's sockets are TCP connections to `remote_port` (on any address),
+/// matched by inode between /proc/PID/fd and /proc/PID/net/tcp{,6}.
+pub fn connections_to(pid: u32, remote_port: u16) -> usize {
+    let dir = Path::new("/proc").join(pid.to_string());
+    let Ok(entries) = std::fs::read_dir(dir.join("fd")) else {
+        return 0;
+    };
+    let inodes: std::collections::HashSet<String> = entries
+        .filter_map(|entry| {
+            let target = std::fs::read_link(entry.ok()?.path()).ok()?;
+            let target = target.to_str()?;
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let port = format!(":{remote_port:04X}");
+    let matching = |table: String| {
+        table
+            .lines()
+            .skip(1)
+            .filter(|line| {
+                // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode …
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                fields.get(2).is_some_and(|remote| remote.ends_with(&port))
+                    && fields.get(9).is_some_and(|inode| inodes.contains(*inode))
+            })
+            .count()
+    };
+    ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(dir.join("net").join(table)).ok())
+        .map(matching)
+        .sum()
 }
 
 /// CPU seconds used so far and resident memory, from /proc.
