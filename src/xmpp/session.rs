@@ -418,8 +418,18 @@ impl Session {
                         }
                     }
                     Some(Control::Ended(error)) => {
-                        if let LinkError::Unreadable(codec_error) = &error {
-                            let xml = stream_error_xml(codec_error.stream_condition(), &codec_error.to_string());
+                        // Our side of the stream ends too: with the error for what we could not
+                        // read, or with the closing tag the server's own close asks for
+                        // (RFC 6120 §4.4). Unsent stanzas stay for the next connection.
+                        let last_words = match &error {
+                            LinkError::Unreadable(codec_error) => Some(stream_error_xml(
+                                codec_error.stream_condition(),
+                                &codec_error.to_string(),
+                            )),
+                            LinkError::Closed => Some("</stream:stream>".to_owned()),
+                            _ => None,
+                        };
+                        if let Some(xml) = last_words {
                             let _ = timeout(Duration::from_secs(1), writer.write_all(xml.as_bytes())).await;
                         }
                         return Ended::Failed(error);

@@ -48,6 +48,30 @@ async fn a_restarted_server_gets_the_bridge_back_within_seconds() {
 }
 
 #[tokio::test]
+async fn a_server_that_closes_its_stream_gets_the_closing_tag_back_then_a_new_connection() {
+    let Stack {
+        mut server,
+        hook: _hook,
+        bridge: _bridge,
+        mut conn,
+    } = Stack::echo().await;
+    // A server shutting down gracefully closes its stream and waits for ours (RFC 6120 §4.4).
+    conn.send("</stream:stream>").await;
+    let ending = conn.ended().await;
+    assert!(
+        ending.close_tag && ending.stream_error.is_none(),
+        "the bridge answers a closed stream with its own closing tag, got {ending:?}"
+    );
+    let mut conn = server
+        .try_accept_raw(BACK_WITHIN)
+        .await
+        .unwrap_or_else(|| panic!("the bridge did not reconnect within {BACK_WITHIN:?}"));
+    conn.handshake(SECRET, Answer::Accept).await;
+    conn.send(&chat(SENDER, ECHO, "after", "again")).await;
+    assert_echo(&conn.with_id("after").await, "again");
+}
+
+#[tokio::test]
 async fn a_server_down_for_a_while_gets_the_bridge_back_within_seconds() {
     let Stack {
         mut server,
