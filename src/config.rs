@@ -62,7 +62,7 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Which stanza kinds are forwarded to the hook (SPEC §2).
+/// Which stanza kinds are forwarded to the hook (README, "The webhook contract").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Forwarded {
     pub message: bool,
@@ -70,7 +70,7 @@ pub struct Forwarded {
     pub iq: bool,
 }
 
-/// How deliveries are ordered (SPEC §3).
+/// How deliveries are ordered (README, "Delivery").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Ordering {
@@ -89,7 +89,8 @@ pub struct WebhookConfig {
     pub max_response_bytes: usize,
     pub headers: Vec<(String, String)>,
     pub authorization: Option<Secret>,
-    /// Standard Webhooks signing (SPEC §5), when `signing_secret` or one of its sources is set.
+    /// Standard Webhooks signing (README, "Signed calls"), when `signing_secret` or one of its
+    /// sources is set.
     pub signing: Option<Signer>,
     /// Speak HTTP/2 to an `http://` hook without negotiation (h2c); `https://` hooks get
     /// HTTP/2 through ALPN whenever they offer it.
@@ -131,7 +132,7 @@ pub struct Config {
     pub queue: QueueConfig,
 }
 
-/// Where forwarded stanzas wait, how many may, and how long they are retried (SPEC §3).
+/// Where forwarded stanzas wait, how many may, and how long they are retried (README, "Delivery").
 #[derive(Debug, Clone)]
 pub struct QueueConfig {
     /// Holds the queue file and the control socket.

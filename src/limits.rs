@@ -6,9 +6,9 @@
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-/// Largest stanza read from the server or accepted from a hook (SPEC §1: 256 KiB).
+/// Largest stanza read from the server or accepted from a hook (README, "The XMPP link": 256 KiB).
 pub const DEFAULT_MAX_STANZA_BYTES: usize = 256 * 1024;
-/// Deepest element nesting inside one stanza (SPEC §1).
+/// Deepest element nesting inside one stanza (README, "The XMPP link").
 pub const DEFAULT_MAX_DEPTH: usize = 64;
 /// The lexer buffers one XML token (name, attribute value, text chunk) of up to the stanza
 /// limit plus this slack, so that an overlong token meets the stanza limit (policy-violation)
@@ -28,10 +28,10 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A single write to the server that takes longer than this means a dead link.
 pub const XMPP_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Reconnect backoff: first delay, cap, and how long a link must live to reset it (SPEC §1).
-/// The cap is low on purpose: while the component is offline the server bounces every message
-/// to it, an attempt costs one TCP handshake to a nearby server, and the bridge must be back
-/// within seconds of a server restart.
+/// Reconnect backoff: first delay, cap, and how long a link must live to reset it (README, "The
+/// XMPP link"). The cap is low on purpose: while the component is offline the server bounces every
+/// message to it, an attempt costs one TCP handshake to a nearby server, and the bridge must be
+/// back within seconds of a server restart.
 pub const RECONNECT_INITIAL: Duration = Duration::from_millis(500);
 pub const RECONNECT_MAX: Duration = Duration::from_secs(4);
 pub const RECONNECT_STABLE_AFTER: Duration = Duration::from_secs(60);
@@ -39,18 +39,20 @@ pub const RECONNECT_STABLE_AFTER: Duration = Duration::from_secs(60);
 /// retrying fast cannot help, but the operator's fix must be picked up without a restart.
 pub const RECONNECT_AFTER_CONFIGURATION_ERROR: Duration = Duration::from_secs(30);
 
-/// Webhook calls in flight across the process (SPEC §3).
+/// Webhook calls in flight across the process (README, "Delivery").
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
-/// How long a forwarded iq get/set may wait for its answer (SPEC §2 rule 4).
+/// How long a forwarded iq get/set may wait for its answer (README, "How the response becomes the
+/// reply", rule 4).
 pub const DEFAULT_IQ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Webhook HTTP client bounds (SPEC §3).
+/// Webhook HTTP client bounds (README, "Delivery").
 pub const DEFAULT_HOOK_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(15);
 pub const DEFAULT_HOOK_MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 /// Idle keep-alive connections kept per hook host.
 pub const HOOK_POOL_IDLE_PER_HOST: usize = 256;
-/// A `text/plain` hook body up to this size becomes the error's `<text>` (SPEC §2 rule 5).
+/// A `text/plain` hook body up to this size becomes the error's `<text>` (README, "How the response
+/// becomes the reply", rule 5).
 pub const ERROR_TEXT_MAX_BYTES: usize = 256;
 
 /// Stanzas waiting for the single socket writer.
@@ -60,11 +62,11 @@ pub const OUTBOUND_QUEUE: usize = 1024;
 pub const INBOUND_QUEUE: usize = 64;
 
 /// Stanzas and bytes (of their XML) the queue holds by default, waiting or in flight; past
-/// either, new stanzas are refused with `wait/resource-constraint` (SPEC §3). The queue is held
-/// in memory too, so these also bound memory.
+/// either, new stanzas are refused with `wait/resource-constraint` (README, "Delivery"). The queue
+/// is held in memory too, so these also bound memory.
 pub const DEFAULT_QUEUE_MAX_STANZAS: usize = 10_000;
 pub const DEFAULT_QUEUE_MAX_BYTES: usize = 64 * 1024 * 1024;
-/// Retries: first backoff ceiling, default cap and default give-up time (SPEC §3).
+/// Retries: first backoff ceiling, default cap and default give-up time (README, "Delivery").
 pub const RETRY_INITIAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_RETRY_MAX_INTERVAL: Duration = Duration::from_secs(300);
 pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(24 * 3600);

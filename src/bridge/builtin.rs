@@ -1,6 +1,6 @@
-//! What the component answers itself (SPEC §2a): presence for the domain and its JIDs,
-//! service discovery, XEP-0199 ping, XEP-0092 version, and `service-unavailable` for the rest.
-//! Pure: a stanza in, the stanzas to send out.
+//! What the component answers itself (the README section of that name): presence for
+//! the domain and its JIDs, service discovery, XEP-0199 ping, XEP-0092 version, and
+//! `service-unavailable` for the rest. Pure: a stanza in, the stanzas to send out.
 
 use minidom::Element;
 

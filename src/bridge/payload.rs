@@ -1,5 +1,6 @@
 //! Stanza → webhook request body: the JSON object of mod_component_http (`to`, `from`, `kind`,
-//! `body`, `stanza`) plus `id`, `type` and `lang` (SPEC §2). Keys without a value are omitted.
+//! `body`, `stanza`) plus `id`, `type` and `lang` (README, "The webhook contract"). Keys without a
+//! value are omitted.
 //!
 //! The `stanza` field is the stanza's bytes as received: it is already XML without the stream's
 //! namespace declaration, so nothing is serialised twice.

@@ -1,5 +1,5 @@
-//! Webhook outcome → what to send back (SPEC §2, "Response handling", rules 1 to 5), including
-//! the HTTP status → stanza error table.
+//! Webhook outcome → what to send back (README, "How the response becomes the reply", rules 1 to
+//! 5), including the HTTP status → stanza error table.
 //!
 //! Pure: it decides, it does not send. The caller checks the chosen stanza with
 //! [`crate::xmpp::stanza::Outbound::check`] and logs the warning with the hook's URL.
@@ -386,7 +386,7 @@ fn stanza_reply(original: &Stanza, xml: &str, limits: ReadLimits) -> Verdict {
     Verdict::ok(Decision::Send(element))
 }
 
-/// SPEC §2's table: HTTP status → stanza error.
+/// The table of the README's "How the response becomes the reply": HTTP status → stanza error.
 pub fn error_for_status(status: u16) -> StanzaError {
     use ErrorType::*;
     let (type_, condition, text) = match status {

@@ -34,7 +34,7 @@ pub enum Route {
     Drop(&'static str),
 }
 
-/// The routing rule of SPEC §2 and §2a.
+/// The routing rule (README, "The webhook contract" and "What the component answers itself").
 pub fn route(stanza: &Stanza, config: &Config) -> Route {
     if stanza.from().is_none() {
         return Route::Drop("it has no `from`, so nobody could be answered");

@@ -1,5 +1,5 @@
-//! `component-http dead-letters list | replay | purge` (SPEC §7), on a stopped or a running
-//! instance.
+//! `component-http dead-letters list | replay | purge` (README, "Command line"), on a stopped or a
+//! running instance.
 //!
 //! The queue file can be open in one process only, so a running instance listens on a Unix
 //! socket in its `data_dir` (`control.sock`, owner-only) and runs the command itself: a replay

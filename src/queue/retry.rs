@@ -1,5 +1,6 @@
-//! The retry policy of SPEC §3: which hook outcomes are worth another try, and how long to wait
-//! before it (1 s doubling up to `retry_max_interval`, full jitter, `Retry-After` honoured).
+//! The retry policy (README, "Delivery"): which hook outcomes are worth another try, and how long
+//! to wait before it (1 s doubling up to `retry_max_interval`, full jitter, `Retry-After`
+//! honoured).
 //!
 //! [`until_final`] runs the attempts of one stanza; what to call and what to do with the final
 //! outcome are the delivery stage's.

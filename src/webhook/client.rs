@@ -1,9 +1,10 @@
 //! The HTTP client that calls the hook: one keep-alive connection pool (HTTP/1.1 and HTTP/2),
 //! connect and total timeouts, no redirects, a cap on the response body, rustls with the
-//! system's roots (SPEC §3). It turns every call into a [`HookOutcome`] and never fails.
+//! system's roots (README, "Delivery"). It turns every call into a [`HookOutcome`] and never fails.
 //!
 //! Every call carries the delivery's `webhook-id`; with signing configured, also
-//! `webhook-timestamp` and `webhook-signature` over the exact body bytes sent (SPEC §5).
+//! `webhook-timestamp` and `webhook-signature` over the exact body bytes sent (README, "Signed
+//! calls").
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
-//! Signatures of webhook calls by Standard Webhooks 1.0 (SPEC §5): the `webhook-signature`
-//! header is `v1,` followed by the base64 HMAC-SHA256 of `"{id}.{timestamp}.{body}"`, one
-//! signature per configured secret, separated by spaces, so that a hook can move to a new secret
-//! while the old one is still accepted.
+//! Signatures of webhook calls by Standard Webhooks 1.0 (README, "Signed calls"): the
+//! `webhook-signature` header is `v1,` followed by the base64 HMAC-SHA256 of
+//! `"{id}.{timestamp}.{body}"`, one signature per configured secret, separated by spaces, so that a
+//! hook can move to a new secret while the old one is still accepted.
 //!
 //! This module owns the secret format (`whsec_` followed by the key in base64) and the
 //! signature; it is pure and does no I/O. It must never show a key: [`Signer`]'s `Debug` gives

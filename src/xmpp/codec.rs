@@ -375,7 +375,7 @@ impl StreamReader {
     }
 }
 
-/// The stream header the component opens its side of the stream with (SPEC §1).
+/// The stream header the component opens its side of the stream with (README, "The XMPP link").
 pub fn stream_header(domain: &str) -> String {
     format!(
         "<?xml version='1.0'?><stream:stream xmlns='{NS_COMPONENT}' xmlns:stream='{NS_STREAMS}' to='{}'>",

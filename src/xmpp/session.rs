@@ -1,6 +1,6 @@
 //! The link to the XMPP server: connect (optionally over TLS), open the stream, authenticate,
 //! then read stanzas into the router and write everything others send, until the link fails;
-//! then reconnect forever with capped, jittered backoff (SPEC §1).
+//! then reconnect forever with capped, jittered backoff (README, "The XMPP link").
 //!
 //! Per connection one task reads and one writes. The writer is the only code that touches the
 //! socket's write half; everyone else sends it [`Outbound`] stanzas through one bounded channel

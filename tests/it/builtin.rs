@@ -1,7 +1,7 @@
-//! What the component answers itself (SPEC §2a): presence subscription and probes for the
-//! domain, bare and full JIDs; disco#info, disco#items, ping and version; service-unavailable
-//! for any other iq and for messages when messages are not forwarded; nothing for errors and
-//! results. The hook never sees any of it.
+//! What the component answers itself (the README section of that name): presence
+//! subscription and probes for the domain, bare and full JIDs; disco#info, disco#items, ping and
+//! version; service-unavailable for any other iq and for messages when messages are not forwarded;
+//! nothing for errors and results. The hook never sees any of it.
 
 use minidom::Element;
 

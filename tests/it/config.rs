@@ -1,6 +1,7 @@
-//! The configuration file (SPEC §4, §7): unknown keys and a missing secret stop the bridge with
-//! exit code 2 and a message naming the key; mod_component_http's option names are accepted;
-//! the secret may come from the environment or a file; secrets never appear in the logs.
+//! The configuration file (README, "Configuration reference" and "Command line"): unknown keys and
+//! a missing secret stop the bridge with exit code 2 and a message naming the key;
+//! mod_component_http's option names are accepted; the secret may come from the environment or a
+//! file; secrets never appear in the logs.
 
 use crate::helpers::*;
 

@@ -1,8 +1,8 @@
-//! Durability and dead letters (SPEC §3, §7): when `retry_for` runs out the sender gets the
-//! stanza error and the stanza is kept as a dead letter; `component-http dead-letters
-//! list|replay|purge` manages them on a running instance (through its control socket) and on a
-//! stopped one (on the file); a replay keeps the `webhook-id`; and a crash loses nothing that
-//! was read.
+//! Durability and dead letters (README, "Delivery" and "Command line"): when `retry_for` runs out
+//! the sender gets the stanza error and the stanza is kept as a dead letter; `component-http
+//! dead-letters list|replay|purge` manages them on a running instance (through its control socket)
+//! and on a stopped one (on the file); a replay keeps the `webhook-id`; and a crash loses nothing
+//! that was read.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

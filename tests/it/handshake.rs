@@ -1,6 +1,6 @@
-//! The XEP-0114 exchange (SPEC §1): the stream header in one write, the handshake digest, and
-//! what the bridge does when the server refuses it for a configuration error (`run` logs the
-//! fix and retries at a slow pace; `check` exits non-zero).
+//! The XEP-0114 exchange (README, "The XMPP link"): the stream header in one write, the handshake
+//! digest, and what the bridge does when the server refuses it for a configuration error (`run`
+//! logs the fix and retries at a slow pace; `check` exits non-zero).
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
-//! HTTP failures become stanza errors (SPEC §2, rule 5): every row of the table, the `by`
-//! attribute, swapped addresses and the same id; a short `text/plain` body as the text; a
-//! refused connection, a timeout, and redirects that are never followed.
+//! HTTP failures become stanza errors (README, "How the response becomes the reply", rule 5): every
+//! row of the table, the `by` attribute, swapped addresses and the same id; a short `text/plain`
+//! body as the text; a refused connection, a timeout, and redirects that are never followed.
 
 use std::time::Duration;
 

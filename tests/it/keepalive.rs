@@ -1,6 +1,6 @@
-//! Keepalive and dead-link detection (SPEC §1): an idle link gets whitespace and an XEP-0199
-//! ping to the server's domain; a link whose pings are answered stays up, one whose pings go
-//! unanswered for two intervals is dropped and reconnected.
+//! Keepalive and dead-link detection (README, "The XMPP link"): an idle link gets whitespace and an
+//! XEP-0199 ping to the server's domain; a link whose pings are answered stays up, one whose pings
+//! go unanswered for two intervals is dropped and reconnected.
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
-//! Reading is bounded (SPEC §1): a stanza over `max_stanza_bytes` or deeper than `max_depth`
-//! ends the stream with a stream error and the bridge reconnects, without its memory growing
-//! with the input.
+//! Reading is bounded (README, "The XMPP link"): a stanza over `max_stanza_bytes` or deeper than
+//! `max_depth` ends the stream with a stream error and the bridge reconnects, without its memory
+//! growing with the input.
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
-//! Bad input on the stream (SPEC §1): XML that is not well-formed ends the stream, with a
-//! stream error, and the bridge reconnects; a stanza that is only odd (unknown type, missing
-//! payload, an element that is not a stanza) is answered or dropped with a log line and the
-//! stream goes on.
+//! Bad input on the stream (README, "The XMPP link"): XML that is not well-formed ends the stream,
+//! with a stream error, and the bridge reconnects; a stanza that is only odd (unknown type, missing
+//! payload, an element that is not a stanza) is answered or dropped with a log line and the stream
+//! goes on.
 
 use futures::future::join_all;
 

@@ -1,7 +1,7 @@
-//! Delivery order and concurrency (SPEC §3): one conversation reaches the hook one stanza at a
-//! time in arrival order; different conversations run concurrently; `ordering = "none"` runs
-//! everything at once; and at `max_in_flight` the bridge stops reading the socket, so a stalled
-//! hook turns into TCP backpressure rather than memory.
+//! Delivery order and concurrency (README, "Delivery"): one conversation reaches the hook one
+//! stanza at a time in arrival order; different conversations run concurrently; `ordering = "none"`
+//! runs everything at once; and at `max_in_flight` the bridge stops reading the socket, so a
+//! stalled hook turns into TCP backpressure rather than memory.
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
-//! Nothing the server would close the stream over reaches the socket (SPEC §1): a hook reply
-//! with a `from` outside the component's domain, an invalid `to`, or a character XML 1.0
-//! forbids is refused (and logged) before it is written; the link stays up and the next
-//! message works.
+//! Nothing the server would close the stream over reaches the socket (README, "The XMPP link"): a
+//! hook reply with a `from` outside the component's domain, an invalid `to`, or a character XML 1.0
+//! forbids is refused (and logged) before it is written; the link stays up and the next message
+//! works.
 
 use serde_json::json;
 

@@ -1,5 +1,5 @@
-//! Reconnection (SPEC §1): when the server goes away — restarted at once, or down for a
-//! while — the bridge comes back within seconds and delivers again; a reply made while the
+//! Reconnection (README, "The XMPP link"): when the server goes away — restarted at once, or down
+//! for a while — the bridge comes back within seconds and delivers again; a reply made while the
 //! link was down is sent on the new link.
 
 use std::time::Duration;

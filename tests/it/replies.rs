@@ -1,7 +1,7 @@
-//! How the webhook's response becomes the reply (SPEC §2, "Response handling", rules 1 to 4):
-//! error stanzas are never answered; JSON bodies (any JSON media type) build a reply with the
-//! documented defaults, or carry a whole `stanza`; `application/xmpp+xml`; other 2xx; and the
-//! iq cases (`kind = "iq"`, 204, 202 then `iq_timeout`, unusable bodies).
+//! How the webhook's response becomes the reply (README, "How the response becomes the reply",
+//! rules 1 to 4): error stanzas are never answered; JSON bodies (any JSON media type) build a reply
+//! with the documented defaults, or carry a whole `stanza`; `application/xmpp+xml`; other 2xx; and
+//! the iq cases (`kind = "iq"`, 204, 202 then `iq_timeout`, unusable bodies).
 
 use std::time::Duration;
 

@@ -1,4 +1,5 @@
-//! What the webhook receives (SPEC §2, "Request"): a POST of a JSON object with `to`, `from`,
+//! What the webhook receives (README, "The webhook contract"): a POST of a JSON object with `to`,
+//! `from`,
 //! `kind`, `body`, `stanza`, `id`, `type`, `lang` (keys without a value omitted) and the
 //! headers: JSON content type, the bridge's User-Agent, the configured headers and
 //! Authorization.

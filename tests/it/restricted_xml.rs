@@ -1,6 +1,6 @@
-//! Restricted XML (RFC 6120 §11.1, SPEC §1): a DTD, a processing instruction, a comment or an
-//! entity reference other than the five predefined ones ends the stream cleanly (a stream
-//! error, then the close) and the bridge reconnects; nothing of it reaches the hook, and no
+//! Restricted XML (RFC 6120 §11.1, README, "The XMPP link"): a DTD, a processing instruction, a
+//! comment or an entity reference other than the five predefined ones ends the stream cleanly (a
+//! stream error, then the close) and the bridge reconnects; nothing of it reaches the hook, and no
 //! entity is ever expanded.
 
 use futures::future::join_all;

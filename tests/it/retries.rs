@@ -1,5 +1,5 @@
-//! Retries (SPEC §3): a failure that may pass later (a timeout, 408, 429, 5xx but 501) is
-//! tried again with backoff under one `webhook-id`, while that conversation waits and the others
+//! Retries (README, "Delivery"): a failure that may pass later (a timeout, 408, 429, 5xx but 501)
+//! is tried again with backoff under one `webhook-id`, while that conversation waits and the others
 //! go on; `Retry-After` sets the least wait, within `retry_max_interval`; final statuses are
 //! bounced at once and not kept; `retry_for = "0s"` bounces at once; an iq is retried only until
 //! `iq_timeout`; and `queue = "memory"` retries too, without a file.

@@ -1,5 +1,6 @@
-//! Signed webhook calls (SPEC §5, Standard Webhooks 1.0) and the delivery id (SPEC §3): every
-//! call carries `webhook-id`; with `signing_secret` set, also `webhook-timestamp` and a
+//! Signed webhook calls (README, "Signed calls": Standard Webhooks 1.0) and the delivery id
+//! (README, "Delivery"): every call carries `webhook-id`; with `signing_secret` set, also
+//! `webhook-timestamp` and a
 //! `webhook-signature` that verifies over the exact body bytes the hook received, one per secret.
 //! The signatures are recomputed here independently, and checked once more by the Standard
 //! Webhooks Python library when it is installed.

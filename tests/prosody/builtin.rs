@@ -1,6 +1,6 @@
-//! What the component answers itself, without the hook (SPEC §2a): presence subscriptions and
-//! probes, service discovery, XEP-0199 ping, XEP-0092 version, and service-unavailable for any
-//! other iq.
+//! What the component answers itself, without the hook (README, "What the component answers
+//! itself"): presence subscriptions and probes, service discovery, XEP-0199 ping, XEP-0092 version,
+//! and service-unavailable for any other iq.
 
 use crate::harness::{Reply, Stack, from_component, stanza_error, to_xml};
 

@@ -1,5 +1,5 @@
-//! Delivery that survives a hook outage, a crash of the bridge and a flood (SPEC §3), with many
-//! real users talking through Prosody at once. Every user sends numbered messages
+//! Delivery that survives a hook outage, a crash of the bridge and a flood (README, "Delivery"),
+//! with many real users talking through Prosody at once. Every user sends numbered messages
 //! (`senderN-SEQ`) to the echo bot; the hook records each call with its `webhook-id`.
 //!
 //! - The hook is down (nothing listens on its port) for 30 s while 5,000 messages arrive: once

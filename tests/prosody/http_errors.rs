@@ -1,6 +1,6 @@
-//! A failing hook becomes a stanza error the user sees (SPEC §2, the HTTP error table): the
-//! error comes back to the sender from the addressed JID with the same id, with the table's type,
-//! condition and text, or the hook's short `text/plain` body as text.
+//! A failing hook becomes a stanza error the user sees (README, "How the response becomes the
+//! reply", its table): the error comes back to the sender from the addressed JID with the same id,
+//! with the table's type, condition and text, or the hook's short `text/plain` body as text.
 
 use std::time::Duration;
 

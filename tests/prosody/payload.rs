@@ -1,4 +1,5 @@
-//! The request the hook receives (SPEC §2 "Request"): headers, and the JSON object with `to`,
+//! The request the hook receives (README, "The webhook contract"): headers, and the JSON object
+//! with `to`,
 //! `from`, `kind`, `body`, `stanza` (without the stream's default namespace), `id`, `type`,
 //! keys without a value left out, for messages, presence and iq.
 

@@ -1,6 +1,6 @@
-//! How the hook's answer becomes the reply (SPEC §2, "Response handling"): a `stanza` field,
-//! an `application/xmpp+xml` body, `kind = "iq"`, the 2xx answers that mean "no reply", unusable
-//! JSON, and stanzas of type `error` that are never answered.
+//! How the hook's answer becomes the reply (README, "How the response becomes the reply"): a
+//! `stanza` field, an `application/xmpp+xml` body, `kind = "iq"`, the 2xx answers that mean "no
+//! reply", unusable JSON, and stanzas of type `error` that are never answered.
 
 use std::time::Duration;
 
