@@ -12,12 +12,12 @@ use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::admin::ControlSocket;
 use crate::bridge::delivery::Delivery;
 use crate::bridge::outbox::Outbox;
 use crate::bridge::router::Router;
 use crate::config::Config;
 use crate::limits;
-use crate::queue::control::ControlSocket;
 use crate::queue::store::{Store, StoreError};
 use crate::webhook::client::{ClientError, HookClient};
 use crate::xmpp::session::{LinkState, Session};

@@ -10,10 +10,12 @@
 //! reply by the rules of [`bridge::reply`]. Everything sent goes through the outbox
 //! ([`bridge::outbox`]), which refuses what would break the stream, to the session's single
 //! writer. Channels between the stages are bounded and the queue has a size limit, so a slow or
-//! absent hook costs bounded memory. [`app`] wires and supervises it all; [`queue::control`]
+//! absent hook costs bounded memory. [`app`] wires and supervises it all; [`admin`]
 //! serves the dead-letter commands.
 #![forbid(unsafe_code)]
+pub mod admin;
 pub mod app;
+pub mod backoff;
 pub mod bridge;
 pub mod check;
 pub mod cli;
@@ -21,5 +23,6 @@ pub mod config;
 pub mod limits;
 pub mod logging;
 pub mod queue;
+pub mod tls;
 pub mod webhook;
 pub mod xmpp;

@@ -7,9 +7,9 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
+use component_http::admin::{self, Request};
 use component_http::cli::{Cli, Command, DeadLetters, LogFormat};
 use component_http::config::Config;
-use component_http::queue::control::{self, Request};
 use tracing_subscriber::EnvFilter;
 
 /// The exit code after a panic (sysexits' EX_SOFTWARE).
@@ -63,8 +63,8 @@ fn main() -> ExitCode {
                         false,
                     ),
                 };
-                let response = control::run(&config.queue.data_dir, request).await;
-                let (text, ok) = control::render(&response, json);
+                let response = admin::run(&config.queue.data_dir, request).await;
+                let (text, ok) = admin::render(&response, json);
                 if ok {
                     println!("{text}");
                     ExitCode::SUCCESS

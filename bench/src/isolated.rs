@@ -227,7 +227,7 @@ pub async fn flood(
 /// The ceiling: the same webhook calls with the same concurrency, from a plain HTTP client
 /// loop, with no XMPP at all.
 pub async fn http_only(hook_url: &str, load: Load) -> anyhow::Result<Measured> {
-    component_http::webhook::client::install_crypto_provider();
+    component_http::tls::install_crypto_provider();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(load.window)
         .tcp_nodelay(true)

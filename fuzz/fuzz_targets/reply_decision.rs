@@ -20,7 +20,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use component_http::bridge::reply::{Decision, HookOutcome, decide};
+use component_http::bridge::reply::{Decision, decide};
+use component_http::webhook::outcome::HookOutcome;
 use component_http::xmpp::codec::{ReadLimits, escape_attr, parse_stanza};
 use component_http::xmpp::stanza::{Outbound, Stanza, error_reply};
 use libfuzzer_sys::fuzz_target;

@@ -36,12 +36,13 @@ use crate::bridge::bounds::{Bounds, Reservation};
 use crate::bridge::outbox::Outbox;
 use crate::bridge::payload::HookRequest;
 use crate::bridge::pending_iq::PendingIqs;
-use crate::bridge::reply::{self, Decision, HookOutcome};
+use crate::bridge::reply::{self, Decision};
 use crate::config::{Config, Ordering};
 use crate::limits;
 use crate::queue::retry;
 use crate::queue::store::{self, Committed, Entry, Store};
 use crate::webhook::client::HookClient;
+use crate::webhook::outcome::{HookOutcome, describe, retryable};
 use crate::xmpp::codec::{ReadLimits, parse_stanza};
 use crate::xmpp::stanza::{ErrorType, Kind, Stanza, StanzaError, bare};
 
@@ -407,7 +408,7 @@ impl Inner {
                     webhook_id = job.webhook_id,
                     attempt,
                     "{}; retrying in {wait:.1?}",
-                    retry::describe(outcome)
+                    describe(outcome)
                 )
             },
         )
@@ -436,10 +437,10 @@ impl Inner {
         let stored = self.store.as_ref().zip(job.position);
         let mut kept = false;
         if let Some((store, position)) = stored
-            && retry::retryable(outcome)
+            && retryable(outcome)
             && !self.config.queue.retry_for.is_zero()
         {
-            let reason = retry::describe(outcome);
+            let reason = describe(outcome);
             error!(
                 webhook_id = job.webhook_id,
                 from = stanza.from(),

@@ -4,57 +4,14 @@
 //! Pure: it decides, it does not send. The caller checks the chosen stanza with
 //! [`crate::xmpp::stanza::Outbound::check`] and logs the warning with the hook's URL.
 
-use bytes::Bytes;
 use minidom::Element;
 use serde_json::{Map, Value};
 
 use crate::limits;
 use crate::logging::excerpt;
+use crate::webhook::outcome::HookOutcome;
 use crate::xmpp::codec::{self, NS_COMPONENT, ReadLimits};
 use crate::xmpp::stanza::{ErrorType, Kind, Stanza, StanzaError, bare, ncname, xml_safe};
-
-/// What came back from one webhook call.
-#[derive(Debug, Clone)]
-pub enum HookOutcome {
-    Response {
-        status: u16,
-        content_type: Option<String>,
-        body: Bytes,
-        /// The `Retry-After` header, when the hook sent a valid one.
-        retry_after: Option<std::time::Duration>,
-    },
-    /// The response body was larger than `max_response_bytes`.
-    ResponseTooLarge {
-        status: u16,
-        retry_after: Option<std::time::Duration>,
-    },
-    ConnectFailure(String),
-    /// The hook answered something that is not HTTP (headers too large or too many, a bad
-    /// status line). It did receive the call, so this is final like any answer, not retried.
-    Malformed(String),
-    Timeout,
-}
-
-impl HookOutcome {
-    /// The HTTP status, when the hook answered.
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            HookOutcome::Response { status, .. } | HookOutcome::ResponseTooLarge { status, .. } => {
-                Some(*status)
-            }
-            _ => None,
-        }
-    }
-
-    /// How long the hook asked the bridge to wait before the next try.
-    pub fn retry_after(&self) -> Option<std::time::Duration> {
-        match self {
-            HookOutcome::Response { retry_after, .. }
-            | HookOutcome::ResponseTooLarge { retry_after, .. } => *retry_after,
-            _ => None,
-        }
-    }
-}
 
 /// What the bridge does about one forwarded stanza.
 #[derive(Debug, Clone, PartialEq)]
@@ -427,6 +384,7 @@ mod tests {
     use super::*;
     use crate::xmpp::stanza::NS_STANZAS;
     use crate::xmpp::stanza::tests::stanza;
+    use bytes::Bytes;
 
     fn chat() -> Stanza {
         stanza(

@@ -1,7 +1,5 @@
-//! The durable queue: its storage ([`store`]), the retry policy ([`retry`]), and the
-//! dead-letter commands with the control socket that runs them inside a live instance
-//! ([`control`]). The scheduling itself (order per conversation, calls in flight) is the
-//! delivery stage's.
-pub mod control;
+//! The durable queue: its storage ([`store`]) and the retry policy ([`retry`]). The scheduling
+//! itself (order per conversation, calls in flight) is the delivery stage's; the dead-letter
+//! commands are [`crate::admin`]'s.
 pub mod retry;
 pub mod store;

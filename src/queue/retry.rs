@@ -6,13 +6,14 @@
 //! outcome are the delivery stage's.
 
 use std::future::Future;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::bridge::reply::HookOutcome;
+use crate::backoff;
 use crate::limits;
+use crate::webhook::outcome::{HookOutcome, retryable};
 
 /// Calls `attempt` until its outcome is not worth retrying or `retry_until` has passed, waiting
 /// [`delay`] between attempts (with `jitter()` as the random unit; `on_retry` hears each outcome
@@ -48,30 +49,6 @@ where
     }
 }
 
-/// Whether the hook might take this stanza if asked again: it could not be reached, took too
-/// long, or said so (408, 429, any 5xx but 501 Not Implemented, which will not change).
-pub fn retryable(outcome: &HookOutcome) -> bool {
-    match outcome {
-        HookOutcome::ConnectFailure(_) | HookOutcome::Timeout => true,
-        HookOutcome::Malformed(_) => false,
-        HookOutcome::Response { status, .. } | HookOutcome::ResponseTooLarge { status, .. } => {
-            matches!(status, 408 | 429) || ((500..600).contains(status) && *status != 501)
-        }
-    }
-}
-
-/// One line for the log and the dead letter: what went wrong with the last attempt.
-pub fn describe(outcome: &HookOutcome) -> String {
-    match outcome {
-        HookOutcome::ConnectFailure(reason) => format!("cannot reach the hook: {reason}"),
-        HookOutcome::Malformed(reason) => format!("the hook's response is malformed: {reason}"),
-        HookOutcome::Timeout => "the hook did not answer in time".into(),
-        HookOutcome::Response { status, .. } | HookOutcome::ResponseTooLarge { status, .. } => {
-            format!("the hook answered HTTP {status}")
-        }
-    }
-}
-
 /// The delay before retry number `attempt` (0 for the first retry): a uniformly random time up
 /// to `min(max_interval, 1 s × 2^attempt)` ("full jitter", so that many conversations failing
 /// together do not retry together), but never less than what the hook asked for in
@@ -83,24 +60,11 @@ pub fn delay(
     retry_after: Option<Duration>,
     random_unit: f64,
 ) -> Duration {
-    let ceiling = limits::RETRY_INITIAL
-        .saturating_mul(2u32.saturating_pow(attempt.min(31)))
-        .min(max_interval);
-    let jittered = ceiling.mul_f64(random_unit.clamp(0.0, 1.0));
+    let jittered = backoff::full_jitter(limits::RETRY_INITIAL, max_interval, attempt, random_unit);
     match retry_after {
         Some(asked) => jittered.max(asked).min(max_interval),
         None => jittered,
     }
-}
-
-/// A `Retry-After` header value: delay-seconds or an HTTP date (RFC 9110 §10.2.3).
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 #[cfg(test)]
@@ -257,25 +221,6 @@ mod tests {
     }
 
     #[test]
-    fn exactly_the_spec_outcomes_are_retried() {
-        assert!(retryable(&HookOutcome::Timeout));
-        assert!(retryable(&HookOutcome::ConnectFailure("refused".into())));
-        assert!(!retryable(&HookOutcome::Malformed(
-            "message head is too large".into()
-        )));
-        for s in [408, 429, 500, 502, 503, 504, 599] {
-            assert!(retryable(&status(s)), "{s}");
-        }
-        for s in [200, 202, 204, 301, 400, 401, 403, 404, 409, 413, 422, 501] {
-            assert!(!retryable(&status(s)), "{s}");
-        }
-        assert!(retryable(&HookOutcome::ResponseTooLarge {
-            status: 503,
-            retry_after: None
-        }));
-    }
-
-    #[test]
     fn the_ceiling_doubles_from_one_second_to_the_maximum() {
         let max = Duration::from_secs(300);
         let ceilings: Vec<u64> = (0..12)
@@ -307,25 +252,5 @@ mod tests {
             "a hook cannot park a conversation past retry_max_interval"
         );
         assert_eq!(delay(9, max, Some(Duration::from_secs(1)), 1.0), max);
-    }
-
-    #[test]
-    fn retry_after_takes_seconds_or_an_http_date() {
-        let now = httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").unwrap();
-        assert_eq!(
-            parse_retry_after(" 120 ", now),
-            Some(Duration::from_secs(120))
-        );
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:29:30 GMT", now),
-            Some(Duration::from_secs(90))
-        );
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
-            Some(Duration::ZERO),
-            "a date in the past means now"
-        );
-        assert_eq!(parse_retry_after("soon", now), None);
-        assert_eq!(parse_retry_after("-5", now), None);
     }
 }

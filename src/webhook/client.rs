@@ -13,10 +13,9 @@ use reqwest::header::{
     AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER,
 };
 
-use crate::bridge::reply::HookOutcome;
 use crate::config::WebhookConfig;
 use crate::limits;
-use crate::queue::retry;
+use crate::webhook::outcome::{HookOutcome, parse_retry_after};
 use crate::webhook::signing::{self, Signer};
 
 pub const USER_AGENT: &str = concat!("component-http/", env!("CARGO_PKG_VERSION"));
@@ -37,7 +36,7 @@ pub struct HookClient {
 
 impl HookClient {
     pub fn new(config: &WebhookConfig) -> Result<Self, ClientError> {
-        install_crypto_provider();
+        crate::tls::install_crypto_provider();
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         for (name, value) in &config.headers {
@@ -113,7 +112,7 @@ impl HookClient {
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| retry::parse_retry_after(v, std::time::SystemTime::now()));
+            .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
         match self.read_capped(response).await {
             Ok(Some(body)) => HookOutcome::Response {
                 status,
@@ -195,9 +194,4 @@ fn describe(error: &reqwest::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-/// rustls needs one process-wide crypto provider; installing it twice is harmless.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }

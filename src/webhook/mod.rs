@@ -1,4 +1,5 @@
-//! The HTTP side towards the hook: the pooled client, and the Standard Webhooks signatures it
-//! puts on every call.
+//! The HTTP side towards the hook: the pooled client, what a call's outcome means, and the
+//! Standard Webhooks signatures put on every call.
 pub mod client;
+pub mod outcome;
 pub mod signing;

@@ -13,7 +13,6 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -21,6 +20,7 @@ use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::limits;
 use crate::xmpp::codec::{
@@ -79,46 +79,6 @@ impl LinkError {
             LinkError::StreamError { condition, .. } => handshake::configuration_advice(condition),
             _ => None,
         }
-    }
-}
-
-/// Exponential backoff with full jitter: each delay is uniform in `[0, min(cap, initial·2ⁿ)]`.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    initial: Duration,
-    cap: Duration,
-    attempt: u32,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self::new(limits::RECONNECT_INITIAL, limits::RECONNECT_MAX)
-    }
-}
-
-impl Backoff {
-    pub fn new(initial: Duration, cap: Duration) -> Self {
-        Self {
-            initial,
-            cap,
-            attempt: 0,
-        }
-    }
-
-    /// The ceiling of the next delay, before jitter.
-    pub fn ceiling(&self) -> Duration {
-        let factor = 2u32.saturating_pow(self.attempt.min(20));
-        self.initial.saturating_mul(factor).min(self.cap)
-    }
-
-    pub fn next_delay(&mut self, rng: &mut impl Rng) -> Duration {
-        let ceiling = self.ceiling();
-        self.attempt = self.attempt.saturating_add(1);
-        ceiling.mul_f64(rng.random::<f64>())
-    }
-
-    pub fn reset(&mut self) {
-        self.attempt = 0;
     }
 }
 
@@ -224,7 +184,7 @@ async fn tls_wrap(
     tcp: TcpStream,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, LinkError> {
     use rustls_platform_verifier::ConfigVerifierExt;
-    crate::webhook::client::install_crypto_provider();
+    crate::tls::install_crypto_provider();
     let tls_error = |message: String| LinkError::Tls {
         server: config.server.clone(),
         message,
@@ -315,7 +275,7 @@ enum Ended {
 impl Session {
     /// Runs until `finish` is cancelled or every outbound sender is gone.
     pub async fn run(mut self) {
-        let mut backoff = Backoff::default();
+        let mut backoff = Backoff::new(limits::RECONNECT_INITIAL, limits::RECONNECT_MAX);
         let mut unsent: VecDeque<Outbound> = VecDeque::new();
         loop {
             if self.finish.is_cancelled() {
@@ -604,27 +564,6 @@ async fn read_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
-
-    #[test]
-    fn backoff_doubles_to_the_cap_with_full_jitter() {
-        let mut backoff = Backoff::default();
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let ceilings: Vec<_> = (0..9)
-            .map(|_| {
-                let ceiling = backoff.ceiling();
-                let delay = backoff.next_delay(&mut rng);
-                assert!(delay <= ceiling);
-                ceiling.as_millis()
-            })
-            .collect();
-        assert_eq!(
-            ceilings,
-            [500, 1000, 2000, 4000, 4000, 4000, 4000, 4000, 4000]
-        );
-        backoff.reset();
-        assert_eq!(backoff.ceiling(), Duration::from_millis(500));
-    }
 
     #[test]
     fn pings_go_to_the_parent_domain() {
