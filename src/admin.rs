@@ -20,7 +20,7 @@ use crate::queue::store::{self, DeadLetter, Selection, Store, StoreError};
 use crate::xmpp::codec::{ReadLimits, parse_stanza};
 
 /// The socket's file inside `data_dir`.
-pub const SOCKET_NAME: &str = "control.sock";
+pub(crate) const SOCKET_NAME: &str = "control.sock";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "lowercase")]
@@ -42,15 +42,15 @@ pub enum Response {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Letter {
     /// What `replay` and `purge` take.
-    pub id: u64,
-    pub webhook_id: String,
-    pub from: Option<String>,
-    pub to: Option<String>,
+    pub(crate) id: u64,
+    pub(crate) webhook_id: String,
+    pub(crate) from: Option<String>,
+    pub(crate) to: Option<String>,
     /// RFC 3339, UTC.
-    pub received: String,
-    pub died: String,
-    pub reason: String,
-    pub stanza: String,
+    pub(crate) received: String,
+    pub(crate) died: String,
+    pub(crate) reason: String,
+    pub(crate) stanza: String,
 }
 
 /// Runs `request` against the queue of `data_dir`: through the running instance if one answers
@@ -115,7 +115,7 @@ async fn ask(stream: UnixStream, request: &Request) -> std::io::Result<Response>
 
 /// Runs one command on an open queue; a replay inside a running instance also hands the revived
 /// stanzas to its `delivery`.
-pub fn execute(store: &Store, delivery: Option<&Delivery>, request: Request) -> Response {
+pub(crate) fn execute(store: &Store, delivery: Option<&Delivery>, request: Request) -> Response {
     let result = match request {
         Request::List => store.dead_letters().map(|letters| Response::Letters {
             letters: letters.iter().map(|l| letter(store, l)).collect(),
@@ -190,7 +190,7 @@ fn rfc3339(ms: u64) -> String {
 }
 
 /// The running instance's end of the control socket.
-pub struct ControlSocket {
+pub(crate) struct ControlSocket {
     listener: UnixListener,
     _cleanup: RemoveOnDrop,
 }
@@ -198,7 +198,7 @@ pub struct ControlSocket {
 impl ControlSocket {
     /// Listens in `data_dir`. A socket file left over is replaced: this process holds the
     /// queue's lock, so no other instance can be using it.
-    pub fn bind(data_dir: &Path) -> std::io::Result<ControlSocket> {
+    pub(crate) fn bind(data_dir: &Path) -> std::io::Result<ControlSocket> {
         let path = data_dir.join(SOCKET_NAME);
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path)?;
@@ -210,7 +210,7 @@ impl ControlSocket {
     }
 
     /// Answers dead-letter commands until `stop` is cancelled.
-    pub async fn serve(self, store: Store, delivery: Delivery, stop: CancellationToken) {
+    pub(crate) async fn serve(self, store: Store, delivery: Delivery, stop: CancellationToken) {
         loop {
             let stream = tokio::select! {
                 accepted = self.listener.accept() => match accepted {

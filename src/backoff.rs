@@ -7,27 +7,32 @@ use std::time::Duration;
 use rand::Rng;
 
 /// The largest delay number `attempt` (0 for the first) may take: `initial·2^attempt`, capped.
-pub fn ceiling(initial: Duration, cap: Duration, attempt: u32) -> Duration {
+pub(crate) fn ceiling(initial: Duration, cap: Duration, attempt: u32) -> Duration {
     initial
         .saturating_mul(2u32.saturating_pow(attempt.min(31)))
         .min(cap)
 }
 
 /// Delay number `attempt`: `random_unit` (a uniform draw from `[0, 1]`) of its ceiling.
-pub fn full_jitter(initial: Duration, cap: Duration, attempt: u32, random_unit: f64) -> Duration {
+pub(crate) fn full_jitter(
+    initial: Duration,
+    cap: Duration,
+    attempt: u32,
+    random_unit: f64,
+) -> Duration {
     ceiling(initial, cap, attempt).mul_f64(random_unit.clamp(0.0, 1.0))
 }
 
 /// A backoff that counts its own attempts, for a loop that retries until it succeeds.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     initial: Duration,
     cap: Duration,
     attempt: u32,
 }
 
 impl Backoff {
-    pub fn new(initial: Duration, cap: Duration) -> Self {
+    pub(crate) fn new(initial: Duration, cap: Duration) -> Self {
         Self {
             initial,
             cap,
@@ -36,18 +41,19 @@ impl Backoff {
     }
 
     /// The ceiling of the next delay, before jitter.
-    pub fn ceiling(&self) -> Duration {
+    #[cfg(test)]
+    fn ceiling(&self) -> Duration {
         ceiling(self.initial, self.cap, self.attempt)
     }
 
-    pub fn next_delay(&mut self, rng: &mut impl Rng) -> Duration {
+    pub(crate) fn next_delay(&mut self, rng: &mut impl Rng) -> Duration {
         let delay = full_jitter(self.initial, self.cap, self.attempt, rng.random());
         self.attempt = self.attempt.saturating_add(1);
         delay
     }
 
     /// After a success: the next delay starts from `initial` again.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.attempt = 0;
     }
 }

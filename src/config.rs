@@ -18,12 +18,12 @@ use crate::limits;
 use crate::webhook::signing::Signer;
 
 /// Environment variable that may carry the component secret.
-pub const ENV_SECRET: &str = "COMPONENT_HTTP_SECRET";
+pub(crate) const ENV_SECRET: &str = "COMPONENT_HTTP_SECRET";
 /// Environment variable that may carry the webhook's `Authorization` header value.
-pub const ENV_WEBHOOK_AUTHORIZATION: &str = "COMPONENT_HTTP_WEBHOOK_AUTHORIZATION";
+pub(crate) const ENV_WEBHOOK_AUTHORIZATION: &str = "COMPONENT_HTTP_WEBHOOK_AUTHORIZATION";
 /// Environment variable that may carry the webhook signing secrets (comma- or
 /// whitespace-separated).
-pub const ENV_WEBHOOK_SIGNING_SECRET: &str = "COMPONENT_HTTP_WEBHOOK_SIGNING_SECRET";
+pub(crate) const ENV_WEBHOOK_SIGNING_SECRET: &str = "COMPONENT_HTTP_WEBHOOK_SIGNING_SECRET";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -45,13 +45,10 @@ pub enum ConfigError {
 
 /// A value that must never be printed.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -64,16 +61,16 @@ impl fmt::Debug for Secret {
 
 /// Which stanza kinds are forwarded to the hook (README, "The webhook contract").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Forwarded {
-    pub message: bool,
-    pub presence: bool,
-    pub iq: bool,
+pub(crate) struct Forwarded {
+    pub(crate) message: bool,
+    pub(crate) presence: bool,
+    pub(crate) iq: bool,
 }
 
 /// How deliveries are ordered (README, "Delivery").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Ordering {
+pub(crate) enum Ordering {
     /// Serial per (sender bare JID, addressed JID), concurrent across conversations.
     Conversation,
     /// Fully concurrent, like mod_component_http.
@@ -81,25 +78,25 @@ pub enum Ordering {
 }
 
 #[derive(Debug, Clone)]
-pub struct WebhookConfig {
+pub(crate) struct WebhookConfig {
     /// May carry credentials: show it only through [`WebhookConfig::shown_url`].
-    pub url: url::Url,
-    pub timeout: Duration,
-    pub connect_timeout: Duration,
-    pub max_response_bytes: usize,
-    pub headers: Vec<(String, String)>,
-    pub authorization: Option<Secret>,
+    pub(crate) url: url::Url,
+    pub(crate) timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) max_response_bytes: usize,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) authorization: Option<Secret>,
     /// Standard Webhooks signing (README, "Signed calls"), when `signing_secret` or one of its
     /// sources is set.
-    pub signing: Option<Signer>,
+    pub(crate) signing: Option<Signer>,
     /// Speak HTTP/2 to an `http://` hook without negotiation (h2c); `https://` hooks get
     /// HTTP/2 through ALPN whenever they offer it.
-    pub http2_prior_knowledge: bool,
+    pub(crate) http2_prior_knowledge: bool,
 }
 
 impl WebhookConfig {
     /// The hook's URL as logs and messages show it: without credentials or query.
-    pub fn shown_url(&self) -> String {
+    pub(crate) fn shown_url(&self) -> String {
         crate::logging::redacted_url(&self.url)
     }
 }
@@ -108,27 +105,27 @@ impl WebhookConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The component's domain, lowercased.
-    pub domain: String,
+    pub(crate) domain: String,
     /// `host:port` of the server's component listener.
-    pub server: String,
-    pub secret: Secret,
-    pub tls: bool,
+    pub(crate) server: String,
+    pub(crate) secret: Secret,
+    pub(crate) tls: bool,
     /// Name to verify the server's certificate against; the host of `server` by default.
-    pub tls_server_name: String,
+    pub(crate) tls_server_name: String,
     /// Certificates to trust for the server instead of the system's roots (`tls_ca_file`).
-    pub tls_roots: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
-    pub forwarded: Forwarded,
-    pub ordering: Ordering,
-    pub max_in_flight: usize,
-    pub iq_timeout: Duration,
-    pub keepalive_interval: Duration,
-    pub max_stanza_bytes: usize,
-    pub max_depth: usize,
-    pub resource: String,
-    pub presence_show: Option<String>,
-    pub presence_status: Option<String>,
-    pub disco_name: String,
-    pub webhook: WebhookConfig,
+    pub(crate) tls_roots: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
+    pub(crate) forwarded: Forwarded,
+    pub(crate) ordering: Ordering,
+    pub(crate) max_in_flight: usize,
+    pub(crate) iq_timeout: Duration,
+    pub(crate) keepalive_interval: Duration,
+    pub(crate) max_stanza_bytes: usize,
+    pub(crate) max_depth: usize,
+    pub(crate) resource: String,
+    pub(crate) presence_show: Option<String>,
+    pub(crate) presence_status: Option<String>,
+    pub(crate) disco_name: String,
+    pub(crate) webhook: WebhookConfig,
     pub queue: QueueConfig,
 }
 
@@ -139,11 +136,11 @@ pub struct QueueConfig {
     pub data_dir: PathBuf,
     /// `queue = "durable"` (default): stanzas are on disk before their first POST.
     /// `"memory"`: they are lost if the process dies.
-    pub durable: bool,
-    pub max_stanzas: usize,
-    pub max_bytes: usize,
-    pub retry_for: Duration,
-    pub retry_max_interval: Duration,
+    pub(crate) durable: bool,
+    pub(crate) max_stanzas: usize,
+    pub(crate) max_bytes: usize,
+    pub(crate) retry_for: Duration,
+    pub(crate) retry_max_interval: Duration,
 }
 
 /// `queue = "durable" | "memory"`.
@@ -238,7 +235,7 @@ impl OneOrMany {
 }
 
 /// Where environment values come from; a function so tests need not touch the process env.
-pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+pub(crate) type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 impl Config {
     /// Reads and validates the file at `path`, taking secrets from the process environment.

@@ -8,11 +8,11 @@
 use std::fmt::Write as _;
 
 /// The most characters of outside text a log line shows.
-pub const EXCERPT_CHARS: usize = 200;
+pub(crate) const EXCERPT_CHARS: usize = 200;
 
 /// `text` with control characters and quotes escaped, cut after [`EXCERPT_CHARS`] characters
 /// with a note of its full size.
-pub fn excerpt(text: &str) -> String {
+pub(crate) fn excerpt(text: &str) -> String {
     let mut out = String::new();
     let mut chars = text.chars();
     for c in chars.by_ref().take(EXCERPT_CHARS) {
@@ -26,7 +26,7 @@ pub fn excerpt(text: &str) -> String {
 
 /// A URL as logs and messages show it: any `user:password@` and the query (which often
 /// carries a token) are replaced by `REDACTED`.
-pub fn redacted_url(url: &url::Url) -> String {
+pub(crate) fn redacted_url(url: &url::Url) -> String {
     let mut shown = url.clone();
     let had_credentials = !shown.username().is_empty() || shown.password().is_some();
     if had_credentials {

@@ -9,27 +9,27 @@
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug)]
-pub struct Bounds {
+pub(crate) struct Bounds {
     max_stanzas: usize,
     max_bytes: usize,
     held: Mutex<Held>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Held {
-    pub stanzas: usize,
-    pub bytes: usize,
+pub(crate) struct Held {
+    pub(crate) stanzas: usize,
+    pub(crate) bytes: usize,
 }
 
 /// One stanza's share of the bounds; released on drop.
 #[derive(Debug)]
-pub struct Reservation {
+pub(crate) struct Reservation {
     bounds: Arc<Bounds>,
     bytes: usize,
 }
 
 impl Bounds {
-    pub fn new(max_stanzas: usize, max_bytes: usize) -> Arc<Bounds> {
+    pub(crate) fn new(max_stanzas: usize, max_bytes: usize) -> Arc<Bounds> {
         Arc::new(Bounds {
             max_stanzas,
             max_bytes,
@@ -42,7 +42,7 @@ impl Bounds {
     }
 
     /// A reservation for one stanza of `bytes`, or `None` if it would pass either bound.
-    pub fn reserve(self: &Arc<Self>, bytes: usize) -> Option<Reservation> {
+    pub(crate) fn reserve(self: &Arc<Self>, bytes: usize) -> Option<Reservation> {
         let mut held = self.lock();
         if held.stanzas + 1 > self.max_stanzas || held.bytes.saturating_add(bytes) > self.max_bytes
         {
@@ -58,7 +58,7 @@ impl Bounds {
 
     /// A reservation that is never refused: for stanzas accepted earlier (resumed at start, or
     /// dead letters replayed), which may briefly take the queue past its bounds.
-    pub fn force(self: &Arc<Self>, bytes: usize) -> Reservation {
+    pub(crate) fn force(self: &Arc<Self>, bytes: usize) -> Reservation {
         let mut held = self.lock();
         held.stanzas += 1;
         held.bytes = held.bytes.saturating_add(bytes);
@@ -68,7 +68,7 @@ impl Bounds {
         }
     }
 
-    pub fn held(&self) -> Held {
+    pub(crate) fn held(&self) -> Held {
         *self.lock()
     }
 }

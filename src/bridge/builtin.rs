@@ -9,13 +9,13 @@ use crate::config::Config;
 use crate::xmpp::codec::NS_COMPONENT;
 use crate::xmpp::stanza::{ErrorType, Kind, Stanza, StanzaError, bare, error_reply, ncname};
 
-pub const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
-pub const NS_DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
-pub const NS_PING: &str = "urn:xmpp:ping";
-pub const NS_VERSION: &str = "jabber:iq:version";
+pub(crate) const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+pub(crate) const NS_DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
+pub(crate) const NS_PING: &str = "urn:xmpp:ping";
+pub(crate) const NS_VERSION: &str = "jabber:iq:version";
 
 /// The answers to a stanza that is not forwarded to the hook.
-pub fn answer(stanza: &Stanza, config: &Config) -> Vec<Element> {
+pub(crate) fn answer(stanza: &Stanza, config: &Config) -> Vec<Element> {
     match stanza.kind {
         Kind::Presence => presence(stanza, config),
         Kind::Iq => iq(stanza, config).into_iter().collect(),

@@ -64,7 +64,7 @@ struct Job {
 type ConversationKey = (String, String);
 
 #[derive(Clone)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     inner: Arc<Inner>,
 }
 
@@ -92,7 +92,7 @@ struct Inner {
 }
 
 impl Delivery {
-    pub fn new(
+    pub(crate) fn new(
         config: Arc<Config>,
         hook: HookClient,
         outbox: Outbox,
@@ -147,7 +147,7 @@ impl Delivery {
 
     /// Admits a forwarded stanza: refuses it with `wait/resource-constraint` if the queue is
     /// full, else queues it (waiting only while the disk writer is behind).
-    pub async fn submit(&self, stanza: Stanza) {
+    pub(crate) async fn submit(&self, stanza: Stanza) {
         let inner = &self.inner;
         let Some(reservation) = inner.bounds.reserve(stanza.raw.len()) else {
             warn!(
@@ -198,7 +198,7 @@ impl Delivery {
 
     /// Queues stanzas that are already stored (found at start, or dead letters replayed), in
     /// the order given. They count against the bounds but are never refused: they were accepted.
-    pub fn resume(&self, entries: Vec<Entry>) {
+    pub(crate) fn resume(&self, entries: Vec<Entry>) {
         let Some(store) = &self.inner.store else {
             return;
         };
@@ -259,7 +259,7 @@ impl Delivery {
     /// queue for the next start; in memory, the stanzas still waiting are delivered within
     /// `limit` if they can be. Every other stanza left, and every iq still waiting for an
     /// answer, gets `wait/remote-server-timeout` back.
-    pub async fn drain(&self, limit: Duration) -> bool {
+    pub(crate) async fn drain(&self, limit: Duration) -> bool {
         let inner = &self.inner;
         inner.tasks.close();
         let finished = tokio::time::timeout(limit, inner.tasks.wait())
@@ -282,16 +282,6 @@ impl Delivery {
             );
         }
         finished
-    }
-
-    /// Stanzas the bridge holds for the hook: waiting, in flight, or (iq) waiting for an answer.
-    pub fn held(&self) -> usize {
-        self.inner.bounds.held().stanzas
-    }
-
-    /// Forwarded iq the hook answered `202`, still waiting for their answer.
-    pub fn pending_iqs(&self) -> &PendingIqs {
-        &self.inner.pending_iqs
     }
 }
 

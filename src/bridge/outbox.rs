@@ -11,18 +11,18 @@ use crate::config::Config;
 use crate::xmpp::stanza::{Outbound, Stanza, StanzaError, error_reply};
 
 #[derive(Clone)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     config: Arc<Config>,
     queue: mpsc::Sender<Outbound>,
 }
 
 impl Outbox {
-    pub fn new(config: Arc<Config>, queue: mpsc::Sender<Outbound>) -> Self {
+    pub(crate) fn new(config: Arc<Config>, queue: mpsc::Sender<Outbound>) -> Self {
         Self { config, queue }
     }
 
     /// Checks and queues `element`; waits while the writer's queue is full.
-    pub async fn send(&self, element: Element) {
+    pub(crate) async fn send(&self, element: Element) {
         match Outbound::check(element, &self.config.domain, self.config.max_stanza_bytes) {
             Ok(out) => {
                 // The writer only goes away at shutdown, when there is nobody left to tell.
@@ -35,7 +35,7 @@ impl Outbox {
     }
 
     /// Sends `error` back to the sender of `original`, unless `original` must not be answered.
-    pub async fn bounce(&self, original: &Stanza, error: &StanzaError) {
+    pub(crate) async fn bounce(&self, original: &Stanza, error: &StanzaError) {
         if let Some(reply) = error_reply(original, error, &self.config.domain) {
             self.send(reply).await;
         }

@@ -12,19 +12,19 @@ use crate::xmpp::stanza::Stanza;
 #[derive(Debug, Serialize)]
 pub struct HookRequest<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub to: Option<&'a str>,
+    pub(crate) to: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub from: Option<&'a str>,
-    pub kind: &'static str,
+    pub(crate) from: Option<&'a str>,
+    pub(crate) kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub body: Option<&'a str>,
-    pub stanza: &'a str,
+    pub(crate) body: Option<&'a str>,
+    pub(crate) stanza: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<&'a str>,
+    pub(crate) id: Option<&'a str>,
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    pub type_: Option<&'a str>,
+    pub(crate) type_: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub lang: Option<&'a str>,
+    pub(crate) lang: Option<&'a str>,
 }
 
 impl<'a> HookRequest<'a> {

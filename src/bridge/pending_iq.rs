@@ -19,10 +19,10 @@ use crate::bridge::bounds::Reservation;
 use crate::xmpp::stanza::Stanza;
 
 /// (sender, addressed JID, id): what an answer must match.
-pub type Key = (String, String, String);
+pub(crate) type Key = (String, String, String);
 
 #[derive(Clone, Default)]
-pub struct PendingIqs {
+pub(crate) struct PendingIqs {
     shared: Arc<Shared>,
 }
 
@@ -61,7 +61,12 @@ impl PendingIqs {
     /// (replaced, since an answer could not tell the two apart), or this one after [`close`].
     ///
     /// [`close`]: PendingIqs::close
-    pub fn wait(&self, stanza: Stanza, reservation: Reservation, timeout: Duration) -> Vec<Stanza> {
+    pub(crate) fn wait(
+        &self,
+        stanza: Stanza,
+        reservation: Reservation,
+        timeout: Duration,
+    ) -> Vec<Stanza> {
         let mut state = self.lock();
         if state.closed {
             return vec![stanza];
@@ -92,7 +97,14 @@ impl PendingIqs {
     }
 
     /// The waiting iq that `(sender, addressed, id)` answers, removed (its timeout cancelled).
-    pub fn complete(&self, sender: &str, addressed: &str, id: &str) -> Option<Stanza> {
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the inbound API's answer to a waiting iq will call it"
+        )
+    )]
+    pub(crate) fn complete(&self, sender: &str, addressed: &str, id: &str) -> Option<Stanza> {
         let mut state = self.lock();
         let key = (sender.to_owned(), addressed.to_owned(), id.to_owned());
         let waiting = state.waiting.remove(&key)?;
@@ -101,11 +113,13 @@ impl PendingIqs {
     }
 
     /// How many iq wait.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().waiting.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
@@ -129,7 +143,10 @@ impl PendingIqs {
     /// Hands each iq whose time is up to `expired`, until [`close`]. One task runs this.
     ///
     /// [`close`]: PendingIqs::close
-    pub async fn run_timeouts<F: Future<Output = ()>>(&self, mut expired: impl FnMut(Stanza) -> F) {
+    pub(crate) async fn run_timeouts<F: Future<Output = ()>>(
+        &self,
+        mut expired: impl FnMut(Stanza) -> F,
+    ) {
         loop {
             let (due, next) = self.take_due(Instant::now());
             for stanza in due {
@@ -152,7 +169,7 @@ impl PendingIqs {
 
     /// Stops taking iq and returns every one still waiting, oldest deadline first: at a stop,
     /// their senders must hear that no answer will come.
-    pub fn close(&self) -> Vec<Stanza> {
+    pub(crate) fn close(&self) -> Vec<Stanza> {
         let mut state = self.lock();
         state.closed = true;
         let deadlines = std::mem::take(&mut state.deadlines);

@@ -30,7 +30,7 @@ pub enum Decision {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
     pub decision: Decision,
-    pub warning: Option<String>,
+    pub(crate) warning: Option<String>,
 }
 
 impl Verdict {
@@ -318,7 +318,7 @@ fn iq_reply(original: &Stanza, object: &Map<String, Value>, limits: ReadLimits) 
 }
 
 /// An iq `result` to `original`, optionally carrying `payload`.
-pub fn iq_result(original: &Stanza, payload: Option<Element>) -> Element {
+pub(crate) fn iq_result(original: &Stanza, payload: Option<Element>) -> Element {
     let mut result = original.reply_builder("iq", "result");
     if let Some(payload) = payload {
         result = result.append(payload);
@@ -344,7 +344,7 @@ fn stanza_reply(original: &Stanza, xml: &str, limits: ReadLimits) -> Verdict {
 }
 
 /// The table of the README's "How the response becomes the reply": HTTP status → stanza error.
-pub fn error_for_status(status: u16) -> StanzaError {
+pub(crate) fn error_for_status(status: u16) -> StanzaError {
     use ErrorType::*;
     let (type_, condition, text) = match status {
         300..=399 => (Cancel, "service-unavailable", None),

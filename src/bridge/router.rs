@@ -18,24 +18,24 @@ use crate::config::Config;
 use crate::logging::excerpt;
 use crate::xmpp::stanza::{Kind, Stanza};
 
-pub struct Router {
-    pub config: Arc<Config>,
-    pub delivery: Delivery,
-    pub outbox: Outbox,
+pub(crate) struct Router {
+    pub(crate) config: Arc<Config>,
+    pub(crate) delivery: Delivery,
+    pub(crate) outbox: Outbox,
     /// Held by the session's reader while it runs (see [`crate::xmpp::session::Session`]).
-    pub reading: Arc<Mutex<()>>,
+    pub(crate) reading: Arc<Mutex<()>>,
 }
 
 /// What to do with one stanza.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Route {
+pub(crate) enum Route {
     Forward,
     AnswerLocally,
     Drop(&'static str),
 }
 
 /// The routing rule (README, "The webhook contract" and "What the component answers itself").
-pub fn route(stanza: &Stanza, config: &Config) -> Route {
+pub(crate) fn route(stanza: &Stanza, config: &Config) -> Route {
     if stanza.from().is_none() {
         return Route::Drop("it has no `from`, so nobody could be answered");
     }
@@ -56,7 +56,7 @@ pub fn route(stanza: &Stanza, config: &Config) -> Route {
 
 impl Router {
     /// Routes stanzas until `stop` is cancelled and the stanzas read before it are handled.
-    pub async fn run(self, mut inbound: mpsc::Receiver<Stanza>, stop: CancellationToken) {
+    pub(crate) async fn run(self, mut inbound: mpsc::Receiver<Stanza>, stop: CancellationToken) {
         loop {
             tokio::select! {
                 stanza = inbound.recv() => match stanza {

@@ -19,7 +19,7 @@ use crate::webhook::outcome::{HookOutcome, retryable};
 /// [`delay`] between attempts (with `jitter()` as the random unit; `on_retry` hears each outcome
 /// that will be retried, its attempt number from 1, and the wait). Returns the last outcome, or
 /// `None` if `stop` was cancelled during a wait.
-pub async fn until_final<Call, Attempt>(
+pub(crate) async fn until_final<Call, Attempt>(
     mut attempt: Call,
     retry_until: Instant,
     max_interval: Duration,
@@ -54,7 +54,7 @@ where
 /// together do not retry together), but never less than what the hook asked for in
 /// `Retry-After`; never more than `max_interval` either, so one answer cannot park a
 /// conversation for longer than the operator allows.
-pub fn delay(
+pub(crate) fn delay(
     attempt: u32,
     max_interval: Duration,
     retry_after: Option<Duration>,

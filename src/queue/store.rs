@@ -90,27 +90,27 @@ from_redb!(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// Where it sits in the queue: stanzas of one conversation go in position order.
-    pub position: u64,
+    pub(crate) position: u64,
     /// Numbers its `webhook-id`; the position it first had, kept when a dead letter is replayed.
     pub id: u64,
     /// When the bridge read it (or it was replayed), in milliseconds since the Unix epoch:
     /// `retry_for` counts from here, across restarts.
-    pub received_ms: u64,
+    pub(crate) received_ms: u64,
     /// The stanza's XML as read from the server.
     pub raw: String,
 }
 
 /// A stanza whose retries ran out, with why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetter {
-    pub entry: Entry,
-    pub died_ms: u64,
-    pub reason: String,
+pub(crate) struct DeadLetter {
+    pub(crate) entry: Entry,
+    pub(crate) died_ms: u64,
+    pub(crate) reason: String,
 }
 
 /// Which dead letters a command is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selection {
+pub(crate) enum Selection {
     All,
     Positions(Vec<u64>),
 }
@@ -132,11 +132,11 @@ enum Write {
 }
 
 /// Resolves when an appended stanza is on disk.
-pub struct Committed(oneshot::Receiver<Result<(), String>>);
+pub(crate) struct Committed(oneshot::Receiver<Result<(), String>>);
 
 impl Committed {
     /// `Err` says why the stanza could not be stored.
-    pub async fn wait(self) -> Result<(), String> {
+    pub(crate) async fn wait(self) -> Result<(), String> {
         self.0
             .await
             .unwrap_or_else(|_| Err("the queue's writer has stopped".into()))
@@ -198,7 +198,7 @@ impl Store {
 
     /// The positions of appends whose commit failed, a batch per failed commit; the receiver
     /// can be taken once. Each of those appends' [`Committed`] reports the failure as well.
-    pub fn failed_appends(&self) -> Option<mpsc::UnboundedReceiver<Vec<u64>>> {
+    pub(crate) fn failed_appends(&self) -> Option<mpsc::UnboundedReceiver<Vec<u64>>> {
         self.inner
             .failed_appends
             .lock()
@@ -222,13 +222,13 @@ impl Store {
     }
 
     /// A new position at the end of the queue.
-    pub fn allocate(&self) -> u64 {
+    pub(crate) fn allocate(&self) -> u64 {
         self.inner.next_position.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Queues `entry` for the next group commit; waits only while the writer's backlog is full
     /// (which slows the reader down to the disk's pace).
-    pub async fn append(&self, entry: Entry) -> Committed {
+    pub(crate) async fn append(&self, entry: Entry) -> Committed {
         let (done, committed) = oneshot::channel();
         // If the writer is gone, `done` is dropped and `Committed::wait` reports it.
         let _ = self.inner.writes.send(Write::Append(entry, done)).await;
@@ -236,12 +236,12 @@ impl Store {
     }
 
     /// Removes a stanza that reached its final outcome, in the next group commit.
-    pub async fn remove(&self, position: u64) {
+    pub(crate) async fn remove(&self, position: u64) {
         let _ = self.inner.writes.send(Write::Remove(position)).await;
     }
 
     /// Moves a stanza from the queue to the dead letters; returns once that is on disk.
-    pub async fn bury(&self, position: u64, reason: String) -> Result<(), String> {
+    pub(crate) async fn bury(&self, position: u64, reason: String) -> Result<(), String> {
         let (done, buried) = oneshot::channel();
         let _ = self
             .inner
@@ -252,7 +252,7 @@ impl Store {
     }
 
     /// Returns once everything sent to the writer before this call is on disk.
-    pub async fn flush(&self) {
+    pub(crate) async fn flush(&self) {
         let (done, flushed) = oneshot::channel();
         if self.inner.writes.send(Write::Flush(done)).await.is_ok() {
             let _ = flushed.await;
@@ -265,7 +265,7 @@ impl Store {
     }
 
     /// Every dead letter, oldest first.
-    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+    pub(crate) fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
         self.read_all(DEAD, decode_dead)
     }
 
@@ -288,7 +288,7 @@ impl Store {
     }
 
     /// Deletes the selected dead letters; returns how many there were.
-    pub fn purge(&self, selection: &Selection) -> Result<usize, StoreError> {
+    pub(crate) fn purge(&self, selection: &Selection) -> Result<usize, StoreError> {
         let write = self.db()?.begin_write()?;
         let purged = {
             let mut dead = write.open_table(DEAD)?;
@@ -305,7 +305,7 @@ impl Store {
     /// Moves the selected dead letters back to the end of the queue, in their original order and
     /// with their original ids (so a hook that did see one can tell), with a fresh `retry_for`
     /// counted from now; returns the new entries.
-    pub fn revive(&self, selection: &Selection) -> Result<Vec<Entry>, StoreError> {
+    pub(crate) fn revive(&self, selection: &Selection) -> Result<Vec<Entry>, StoreError> {
         let write = self.db()?.begin_write()?;
         let mut revived = Vec::new();
         {
@@ -572,7 +572,7 @@ fn commit(db: &Database, batch: &[Write], unremoved: &[u64]) -> Result<(), Store
 }
 
 /// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)

@@ -18,14 +18,14 @@ use crate::limits;
 use crate::webhook::outcome::{HookOutcome, parse_retry_after};
 use crate::webhook::signing::{self, Signer};
 
-pub const USER_AGENT: &str = concat!("component-http/", env!("CARGO_PKG_VERSION"));
+pub(crate) const USER_AGENT: &str = concat!("component-http/", env!("CARGO_PKG_VERSION"));
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the webhook HTTP client: {0}")]
 pub struct ClientError(String);
 
 #[derive(Clone)]
-pub struct HookClient {
+pub(crate) struct HookClient {
     http: reqwest::Client,
     url: reqwest::Url,
     /// The URL without credentials or query, for logs.
@@ -35,7 +35,7 @@ pub struct HookClient {
 }
 
 impl HookClient {
-    pub fn new(config: &WebhookConfig) -> Result<Self, ClientError> {
+    pub(crate) fn new(config: &WebhookConfig) -> Result<Self, ClientError> {
         crate::tls::install_crypto_provider();
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -77,13 +77,13 @@ impl HookClient {
     }
 
     /// The hook's URL as logs show it: without credentials or query.
-    pub fn url(&self) -> &str {
+    pub(crate) fn url(&self) -> &str {
         &self.shown_url
     }
 
     /// POSTs a JSON body to the hook as the delivery `webhook_id`, signed when a signer is
     /// configured.
-    pub async fn post(&self, webhook_id: &str, body: Bytes) -> HookOutcome {
+    pub(crate) async fn post(&self, webhook_id: &str, body: Bytes) -> HookOutcome {
         let mut request = self
             .http
             .post(self.url.clone())
@@ -129,7 +129,7 @@ impl HookClient {
     }
 
     /// Sends a HEAD request, for `check`: any HTTP answer means the hook is reachable.
-    pub async fn probe(&self) -> Result<u16, String> {
+    pub(crate) async fn probe(&self) -> Result<u16, String> {
         match self.http.head(self.url.clone()).send().await {
             Ok(response) => Ok(response.status().as_u16()),
             Err(error) => Err(describe(&error)),

@@ -30,7 +30,7 @@ pub enum HookOutcome {
 
 impl HookOutcome {
     /// The HTTP status, when the hook answered.
-    pub fn status(&self) -> Option<u16> {
+    pub(crate) fn status(&self) -> Option<u16> {
         match self {
             HookOutcome::Response { status, .. } | HookOutcome::ResponseTooLarge { status, .. } => {
                 Some(*status)
@@ -40,7 +40,7 @@ impl HookOutcome {
     }
 
     /// How long the hook asked the bridge to wait before the next try.
-    pub fn retry_after(&self) -> Option<Duration> {
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self {
             HookOutcome::Response { retry_after, .. }
             | HookOutcome::ResponseTooLarge { retry_after, .. } => *retry_after,
@@ -51,7 +51,7 @@ impl HookOutcome {
 
 /// Whether the hook might take this stanza if asked again: it could not be reached, took too
 /// long, or said so (408, 429, any 5xx but 501 Not Implemented, which will not change).
-pub fn retryable(outcome: &HookOutcome) -> bool {
+pub(crate) fn retryable(outcome: &HookOutcome) -> bool {
     match outcome {
         HookOutcome::ConnectFailure(_) | HookOutcome::Timeout => true,
         HookOutcome::Malformed(_) => false,
@@ -62,7 +62,7 @@ pub fn retryable(outcome: &HookOutcome) -> bool {
 }
 
 /// One line for the log and the dead letter: what went wrong with the last attempt.
-pub fn describe(outcome: &HookOutcome) -> String {
+pub(crate) fn describe(outcome: &HookOutcome) -> String {
     match outcome {
         HookOutcome::ConnectFailure(reason) => format!("cannot reach the hook: {reason}"),
         HookOutcome::Malformed(reason) => format!("the hook's response is malformed: {reason}"),
@@ -74,7 +74,7 @@ pub fn describe(outcome: &HookOutcome) -> String {
 }
 
 /// A `Retry-After` header value: delay-seconds or an HTTP date (RFC 9110 §10.2.3).
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));

@@ -19,14 +19,14 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 /// The delivery's id: the same on every attempt, for the hook to deduplicate.
-pub const HEADER_ID: &str = "webhook-id";
+pub(crate) const HEADER_ID: &str = "webhook-id";
 /// Unix seconds when the call was signed; verifiers refuse stale ones (replay protection).
-pub const HEADER_TIMESTAMP: &str = "webhook-timestamp";
+pub(crate) const HEADER_TIMESTAMP: &str = "webhook-timestamp";
 /// `v1,<base64>` per secret, space-separated.
-pub const HEADER_SIGNATURE: &str = "webhook-signature";
+pub(crate) const HEADER_SIGNATURE: &str = "webhook-signature";
 
 /// What every Standard Webhooks secret starts with.
-pub const SECRET_PREFIX: &str = "whsec_";
+pub(crate) const SECRET_PREFIX: &str = "whsec_";
 
 /// Standard base64 with or without the trailing `=`: verifiers accept both, and an operator who
 /// copied a secret without its padding means the same key.
@@ -37,9 +37,9 @@ const SECRET_BASE64: GeneralPurpose = GeneralPurpose::new(
 
 /// Which of the configured secrets an error is about; shown only when there are several.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Position {
-    pub index: usize,
-    pub count: usize,
+pub(crate) struct Position {
+    pub(crate) index: usize,
+    pub(crate) count: usize,
 }
 
 impl fmt::Display for Position {
@@ -55,7 +55,7 @@ impl fmt::Display for Position {
 /// Why a signing secret is refused. The messages follow a configuration key's name, as in
 /// "`webhook.signing_secret` does not start with …".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SecretError {
+pub(crate) enum SecretError {
     #[error("holds no secret: give at least one `whsec_…` secret, or leave signing unset")]
     NoSecret,
     #[error(
@@ -74,7 +74,7 @@ pub enum SecretError {
 
 /// Signs webhook calls with one or more keys.
 #[derive(Clone)]
-pub struct Signer {
+pub(crate) struct Signer {
     /// One keyed HMAC per secret, in the configured order; cloned for each signature.
     keys: Vec<Hmac<Sha256>>,
 }
@@ -88,7 +88,7 @@ impl fmt::Debug for Signer {
 impl Signer {
     /// Builds a signer from secrets of the form `whsec_<base64 of the key>`; all are checked,
     /// and the first bad one is reported by position.
-    pub fn new<S: AsRef<str>>(secrets: &[S]) -> Result<Signer, SecretError> {
+    pub(crate) fn new<S: AsRef<str>>(secrets: &[S]) -> Result<Signer, SecretError> {
         if secrets.is_empty() {
             return Err(SecretError::NoSecret);
         }
@@ -102,13 +102,14 @@ impl Signer {
     }
 
     /// How many secrets sign each call.
-    pub fn key_count(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn key_count(&self) -> usize {
         self.keys.len()
     }
 
     /// The `webhook-signature` header value for this id, timestamp (Unix seconds) and the exact
     /// body bytes sent.
-    pub fn sign(&self, id: &str, timestamp_secs: u64, body: &[u8]) -> String {
+    pub(crate) fn sign(&self, id: &str, timestamp_secs: u64, body: &[u8]) -> String {
         let timestamp = timestamp_secs.to_string();
         let mut header = String::with_capacity(self.keys.len() * 48);
         for key in &self.keys {
@@ -145,7 +146,7 @@ fn key(secret: &str, position: Position) -> Result<Hmac<Sha256>, SecretError> {
 
 /// Now, in Unix seconds, for `webhook-timestamp`; a clock before 1970 gives 0 (the hook's
 /// tolerance check then refuses the call, which is the right outcome for a broken clock).
-pub fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| elapsed.as_secs())

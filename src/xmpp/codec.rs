@@ -18,8 +18,8 @@ use rxml::{Options, Parse, RawEvent, RawParser, RawQName, WithOptions};
 
 use crate::limits;
 
-pub const NS_STREAMS: &str = "http://etherx.jabber.org/streams";
-pub const NS_COMPONENT: &str = "jabber:component:accept";
+pub(crate) const NS_STREAMS: &str = "http://etherx.jabber.org/streams";
+pub(crate) const NS_COMPONENT: &str = "jabber:component:accept";
 const DOCTYPE: &[u8] = b"<!DOCTYPE";
 /// An empty CDATA section: the one construct the lexer consumes without emitting any event.
 const EMPTY_CDATA: &[u8] = b"<![CDATA[]]>";
@@ -43,7 +43,7 @@ impl Default for ReadLimits {
 impl ReadLimits {
     /// The limits for XML that will be put one level inside a stanza (an iq's payload): one
     /// level less, so the stanza built around it still keeps `max_depth`.
-    pub fn nested_one_level(self) -> Self {
+    pub(crate) fn nested_one_level(self) -> Self {
         Self {
             max_depth: self.max_depth.saturating_sub(1),
             ..self
@@ -94,7 +94,7 @@ pub enum CodecError {
 
 impl CodecError {
     /// The RFC 6120 §4.9.3 condition to send in the `<stream:error>`.
-    pub fn stream_condition(&self) -> &'static str {
+    pub(crate) fn stream_condition(&self) -> &'static str {
         match self {
             CodecError::NotWellFormed(_) => "not-well-formed",
             CodecError::RestrictedXml(_) => "restricted-xml",

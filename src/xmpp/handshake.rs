@@ -18,7 +18,7 @@ pub fn handshake_element(stream_id: &str, secret: &str) -> String {
 
 /// What an operator should change when the server refuses the component with `condition`;
 /// `None` for conditions that are not configuration errors.
-pub fn configuration_advice(condition: &str) -> Option<&'static str> {
+pub(crate) fn configuration_advice(condition: &str) -> Option<&'static str> {
     match condition {
         "not-authorized" => Some(
             "the server refused the secret: make `secret` equal to the component_secret (Prosody) \

@@ -23,9 +23,7 @@ use tracing::{debug, error, info, warn};
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::limits;
-use crate::xmpp::codec::{
-    self, CodecError, Frame, NS_STREAMS, ReadLimits, StreamHeader, StreamReader,
-};
+use crate::xmpp::codec::{self, CodecError, Frame, NS_STREAMS, ReadLimits, StreamReader};
 use crate::xmpp::handshake;
 use crate::xmpp::stanza::{Kind, Outbound, Stanza};
 
@@ -35,7 +33,7 @@ const PING_ID_PREFIX: &str = "component-http-ping-";
 
 /// What the rest of the process may know about the link.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LinkState {
+pub(crate) enum LinkState {
     Connecting,
     Up,
     Down { reason: String },
@@ -43,7 +41,7 @@ pub enum LinkState {
 
 /// Why a connection ended or could not be made.
 #[derive(Debug, thiserror::Error)]
-pub enum LinkError {
+pub(crate) enum LinkError {
     #[error("cannot connect to {server}: {source}")]
     Connect {
         server: String,
@@ -74,7 +72,7 @@ pub enum LinkError {
 
 impl LinkError {
     /// What the operator must change, for the errors that retrying cannot fix.
-    pub fn configuration_advice(&self) -> Option<&'static str> {
+    pub(crate) fn configuration_advice(&self) -> Option<&'static str> {
         match self {
             LinkError::StreamError { condition, .. } => handshake::configuration_advice(condition),
             _ => None,
@@ -109,14 +107,13 @@ impl FrameReader {
 }
 
 /// An authenticated connection, ready to carry stanzas.
-pub struct Link {
+pub(crate) struct Link {
     reader: FrameReader,
     writer: WriteHalf<BoxedIo>,
-    pub header: StreamHeader,
 }
 
 /// Connects to the server, opens the stream and completes the handshake.
-pub async fn connect(config: &Config) -> Result<Link, LinkError> {
+pub(crate) async fn connect(config: &Config) -> Result<Link, LinkError> {
     let tcp = timeout(
         limits::XMPP_CONNECT_TIMEOUT,
         TcpStream::connect(&config.server),
@@ -143,7 +140,7 @@ pub async fn connect(config: &Config) -> Result<Link, LinkError> {
         }),
         buf: vec![0; limits::READ_CHUNK_BYTES].into_boxed_slice(),
     };
-    let header = timeout(limits::HANDSHAKE_TIMEOUT, async {
+    timeout(limits::HANDSHAKE_TIMEOUT, async {
         // One write for the whole header: some servers misread a header split across packets.
         writer
             .write_all(codec::stream_header(&config.domain).as_bytes())
@@ -162,7 +159,7 @@ pub async fn connect(config: &Config) -> Result<Link, LinkError> {
         loop {
             match reader.next().await? {
                 Frame::Element(e) if e.element.is("handshake", codec::NS_COMPONENT) => {
-                    return Ok(header);
+                    return Ok(());
                 }
                 Frame::Element(e) => return Err(stream_error_or_unexpected(&e.element)),
                 Frame::Close => return Err(LinkError::Closed),
@@ -172,11 +169,7 @@ pub async fn connect(config: &Config) -> Result<Link, LinkError> {
     })
     .await
     .map_err(|_| LinkError::Timeout("waiting for the stream header and handshake"))??;
-    Ok(Link {
-        reader,
-        writer,
-        header,
-    })
+    Ok(Link { reader, writer })
 }
 
 async fn tls_wrap(
@@ -251,20 +244,20 @@ enum Control {
 }
 
 /// The long-lived session: owns the outbound queue's receiving end across reconnects.
-pub struct Session {
-    pub config: Arc<Config>,
+pub(crate) struct Session {
+    pub(crate) config: Arc<Config>,
     /// Stanzas read from the server, towards the router.
-    pub inbound: mpsc::Sender<Stanza>,
+    pub(crate) inbound: mpsc::Sender<Stanza>,
     /// Stanzas to write, from everyone.
-    pub outbound: mpsc::Receiver<Outbound>,
-    pub state: watch::Sender<LinkState>,
+    pub(crate) outbound: mpsc::Receiver<Outbound>,
+    pub(crate) state: watch::Sender<LinkState>,
     /// Held by the reader while it runs, so that at a stop the router can tell when every
     /// stanza read has been handed over.
-    pub reading: Arc<tokio::sync::Mutex<()>>,
+    pub(crate) reading: Arc<tokio::sync::Mutex<()>>,
     /// Shutdown, first step: stop taking new stanzas from the server.
-    pub stop_reading: CancellationToken,
+    pub(crate) stop_reading: CancellationToken,
     /// Shutdown, last step: write what is queued, close the stream, return.
-    pub finish: CancellationToken,
+    pub(crate) finish: CancellationToken,
 }
 
 enum Ended {
@@ -274,7 +267,7 @@ enum Ended {
 
 impl Session {
     /// Runs until `finish` is cancelled or every outbound sender is gone.
-    pub async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         let mut backoff = Backoff::new(limits::RECONNECT_INITIAL, limits::RECONNECT_MAX);
         let mut unsent: VecDeque<Outbound> = VecDeque::new();
         loop {

@@ -9,7 +9,7 @@ use minidom::Element;
 
 use crate::xmpp::codec::{NS_COMPONENT, ReadElement};
 
-pub const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+pub(crate) const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
 
 /// The three stanza kinds (RFC 6120 §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -20,7 +20,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn of(element: &Element) -> Option<Kind> {
+    pub(crate) fn of(element: &Element) -> Option<Kind> {
         if element.ns() != NS_COMPONENT {
             return None;
         }
@@ -40,7 +40,7 @@ impl Kind {
         }
     }
 
-    pub fn parse(name: &str) -> Option<Kind> {
+    pub(crate) fn parse(name: &str) -> Option<Kind> {
         match name {
             "message" => Some(Kind::Message),
             "presence" => Some(Kind::Presence),
@@ -127,7 +127,7 @@ impl Stanza {
     }
     /// A reply of kind `name` and type `type_`: addressed back to the sender (`to` and `from`
     /// swapped) with the same id, as error replies and iq results both are.
-    pub fn reply_builder(&self, name: &str, type_: &str) -> minidom::ElementBuilder {
+    pub(crate) fn reply_builder(&self, name: &str, type_: &str) -> minidom::ElementBuilder {
         let mut reply = Element::builder(name, NS_COMPONENT).attr(ncname("type"), type_);
         for (attr, value) in [("to", self.from()), ("from", self.to()), ("id", self.id())] {
             if let Some(value) = value {
@@ -161,20 +161,18 @@ fn message_body(message: &Element) -> Option<String> {
 
 /// RFC 6120 §8.3.2 error types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorType {
+pub(crate) enum ErrorType {
     Auth,
     Cancel,
-    Continue,
     Modify,
     Wait,
 }
 
 impl ErrorType {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ErrorType::Auth => "auth",
             ErrorType::Cancel => "cancel",
-            ErrorType::Continue => "continue",
             ErrorType::Modify => "modify",
             ErrorType::Wait => "wait",
         }
@@ -184,27 +182,27 @@ impl ErrorType {
 /// A stanza error to send back: type, defined condition and optional human-readable text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StanzaError {
-    pub type_: ErrorType,
-    pub condition: &'static str,
-    pub text: Option<String>,
+    pub(crate) type_: ErrorType,
+    pub(crate) condition: &'static str,
+    pub(crate) text: Option<String>,
 }
 
 impl StanzaError {
-    pub fn new(type_: ErrorType, condition: &'static str) -> Self {
+    pub(crate) fn new(type_: ErrorType, condition: &'static str) -> Self {
         Self {
             type_,
             condition,
             text: None,
         }
     }
-    pub fn with_text(mut self, text: impl Into<String>) -> Self {
+    pub(crate) fn with_text(mut self, text: impl Into<String>) -> Self {
         self.text = Some(text.into());
         self
     }
-    pub fn service_unavailable() -> Self {
+    pub(crate) fn service_unavailable() -> Self {
         Self::new(ErrorType::Cancel, "service-unavailable")
     }
-    pub fn internal_server_error() -> Self {
+    pub(crate) fn internal_server_error() -> Self {
         Self::new(ErrorType::Cancel, "internal-server-error")
     }
 }
@@ -333,12 +331,12 @@ fn check_text(text: &str) -> Result<(), OutboundError> {
     }
 }
 
-pub fn is_xml_char(c: char) -> bool {
+pub(crate) fn is_xml_char(c: char) -> bool {
     matches!(c, '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
 /// Removes characters XML 1.0 forbids, for text taken from a hook's JSON.
-pub fn xml_safe(text: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn xml_safe(text: &str) -> std::borrow::Cow<'_, str> {
     if text.chars().all(is_xml_char) {
         std::borrow::Cow::Borrowed(text)
     } else {
@@ -347,7 +345,7 @@ pub fn xml_safe(text: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// The bare form (`local@domain` or `domain`) of a JID string, if it is one.
-pub fn bare(jid: &str) -> Option<String> {
+pub(crate) fn bare(jid: &str) -> Option<String> {
     jid::Jid::new(jid).ok().map(|jid| jid.to_bare().to_string())
 }
 
@@ -357,7 +355,7 @@ pub(crate) mod tests {
     use crate::xmpp::codec::{ReadLimits, parse_stanza};
 
     /// A stanza from XML, for tests across the crate.
-    pub fn stanza(xml: &str) -> Stanza {
+    pub(crate) fn stanza(xml: &str) -> Stanza {
         Stanza::from_read(parse_stanza(xml, ReadLimits::default()).expect("test XML parses"))
             .expect("test XML is a stanza")
     }
