@@ -70,17 +70,9 @@ pub(crate) fn delay(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::webhook::outcome::tests::status;
     use bytes::Bytes;
     use std::sync::{Arc, Mutex};
-
-    fn status(status: u16) -> HookOutcome {
-        HookOutcome::Response {
-            status,
-            content_type: None,
-            body: Bytes::new(),
-            retry_after: None,
-        }
-    }
 
     fn asking_to_wait(status: u16, seconds: u64) -> HookOutcome {
         HookOutcome::Response {

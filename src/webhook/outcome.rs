@@ -84,10 +84,11 @@ pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn status(status: u16) -> HookOutcome {
+    /// An answer with this status, no body and no `Retry-After`.
+    pub(crate) fn status(status: u16) -> HookOutcome {
         HookOutcome::Response {
             status,
             content_type: None,
