@@ -5,7 +5,7 @@
 use crate::config::Config;
 use crate::queue::store::{Store, StoreError};
 use crate::webhook::client::HookClient;
-use crate::xmpp::session;
+use crate::xmpp::connect;
 
 /// Runs the checks; returns whether all passed.
 pub async fn run(config: &Config) -> bool {
@@ -15,7 +15,7 @@ pub async fn run(config: &Config) -> bool {
         config.domain, config.server
     );
     let mut all_ok = true;
-    match session::connect(config).await {
+    match connect::connect(config).await {
         Ok(_) => println!(
             "ok    XMPP server {} accepted the component {}",
             config.server, config.domain

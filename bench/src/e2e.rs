@@ -10,8 +10,9 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use component_http::xmpp::codec::{self, Frame, ReadLimits, StreamReader};
+use component_http::xmpp::codec::{Frame, ReadLimits, StreamReader};
 use component_http::xmpp::handshake;
+use component_http::xmpp::write;
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -128,7 +129,7 @@ pub async fn trivial_component(
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
     let mut tcp = TcpStream::connect(("127.0.0.1", port)).await?;
     tcp.set_nodelay(true)?;
-    tcp.write_all(codec::stream_header("bot.localhost").as_bytes())
+    tcp.write_all(write::stream_header("bot.localhost").as_bytes())
         .await?;
     let mut reader = StreamReader::new(ReadLimits::default());
     let mut buf = vec![0u8; 64 * 1024];
@@ -173,10 +174,10 @@ pub async fn trivial_component(
                     .unwrap_or_default();
                 out.push_str(&format!(
                     "<message to='{}' from='{}' type='chat' id='{}'><body>Did you say {}?</body></message>",
-                    codec::escape_attr(e.attr("from").unwrap_or_default()),
-                    codec::escape_attr(e.attr("to").unwrap_or_default()),
-                    codec::escape_attr(e.attr("id").unwrap_or_default()),
-                    codec::escape_attr(&body),
+                    write::escape_attr(e.attr("from").unwrap_or_default()),
+                    write::escape_attr(e.attr("to").unwrap_or_default()),
+                    write::escape_attr(e.attr("id").unwrap_or_default()),
+                    write::escape_attr(&body),
                 ));
             }
             if !out.is_empty() {

@@ -37,7 +37,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use component_http::xmpp::codec::{self, Frame, StreamReader};
+use component_http::xmpp::codec::{Frame, StreamReader};
+use component_http::xmpp::write;
 use minidom::Element;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -304,9 +305,9 @@ async fn read_loop(
                 {
                     let pong = format!(
                         "<iq type='result' id='{}' from='{}' to='{}'/>",
-                        codec::escape_attr(element.attr("id").unwrap_or_default()),
-                        codec::escape_attr(element.attr("to").unwrap_or_default()),
-                        codec::escape_attr(element.attr("from").unwrap_or_default()),
+                        write::escape_attr(element.attr("id").unwrap_or_default()),
+                        write::escape_attr(element.attr("to").unwrap_or_default()),
+                        write::escape_attr(element.attr("from").unwrap_or_default()),
                     );
                     let _ = pongs.try_send(pong);
                 }

@@ -22,8 +22,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use component_http::bridge::reply::{Decision, decide};
 use component_http::webhook::outcome::HookOutcome;
-use component_http::xmpp::codec::{ReadLimits, escape_attr, parse_stanza};
+use component_http::xmpp::codec::{ReadLimits, parse_stanza};
 use component_http::xmpp::stanza::{Outbound, Stanza, error_reply};
+use component_http::xmpp::write::escape_attr;
 use libfuzzer_sys::fuzz_target;
 use minidom::{Element, Node};
 

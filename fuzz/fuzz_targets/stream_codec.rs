@@ -12,9 +12,8 @@
 //! component's own); bytes 1 and 2 seed the sizes of the reads; the rest is the stream.
 #![no_main]
 
-use component_http::xmpp::codec::{
-    CodecError, Frame, ReadLimits, StreamReader, parse_stanza, stream_header,
-};
+use component_http::xmpp::codec::{CodecError, Frame, ReadLimits, StreamReader, parse_stanza};
+use component_http::xmpp::write::stream_header;
 use libfuzzer_sys::fuzz_target;
 
 const LIMITS: ReadLimits = ReadLimits {

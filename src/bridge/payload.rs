@@ -85,7 +85,7 @@ mod tests {
         /// Whatever text a message carries, the hook receives exactly that text as `body`.
         #[test]
         fn body_text_survives_the_round_trip(text in "[^\u{0}-\u{8}\u{b}\u{c}\u{e}-\u{1f}\u{fffe}\u{ffff}]{0,64}") {
-            let xml = format!("<message to='a@bot' from='b@c'><body>{}</body></message>", crate::xmpp::codec::escape_attr(&text));
+            let xml = format!("<message to='a@bot' from='b@c'><body>{}</body></message>", crate::xmpp::write::escape_attr(&text));
             let s = stanza(&xml);
             let json: serde_json::Value = serde_json::from_slice(&HookRequest::of(&s).to_json()).unwrap();
             proptest::prop_assert_eq!(json["body"].as_str().unwrap(), text.as_str());

@@ -17,6 +17,7 @@ use rxml::error::EndOrError;
 use rxml::{Options, Parse, RawEvent, RawParser, RawQName, WithOptions};
 
 use crate::limits;
+use crate::xmpp::write::stream_header;
 
 pub(crate) const NS_STREAMS: &str = "http://etherx.jabber.org/streams";
 pub(crate) const NS_COMPONENT: &str = "jabber:component:accept";
@@ -375,14 +376,6 @@ impl StreamReader {
     }
 }
 
-/// The stream header the component opens its side of the stream with (README, "The XMPP link").
-pub fn stream_header(domain: &str) -> String {
-    format!(
-        "<?xml version='1.0'?><stream:stream xmlns='{NS_COMPONENT}' xmlns:stream='{NS_STREAMS}' to='{}'>",
-        escape_attr(domain)
-    )
-}
-
 /// Parses one stanza given as a string (a hook's `stanza` field or an `application/xmpp+xml`
 /// body) with the same limits as the stream. The stanza may omit its namespace: like a stanza
 /// on the stream, it inherits `jabber:component:accept`. Exactly one element is accepted:
@@ -421,30 +414,10 @@ pub fn parse_stanza(xml: &str, limits: ReadLimits) -> Result<ReadElement, CodecE
     found.ok_or_else(|| CodecError::NotWellFormed("no element".into()))
 }
 
-/// Escapes a string for use inside a single- or double-quoted attribute value (or text).
-pub fn escape_attr(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\'' => out.push_str("&apos;"),
-            '"' => out.push_str("&quot;"),
-            // XML normalises literal line ends (and, in attributes, all white space); character
-            // references survive parsing unchanged.
-            '\r' => out.push_str("&#xD;"),
-            '\n' => out.push_str("&#xA;"),
-            '\t' => out.push_str("&#x9;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::xmpp::write::escape_attr;
 
     const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' \
         xmlns:stream='http://etherx.jabber.org/streams' from='bot.localhost' id='abc123'>";
@@ -831,10 +804,5 @@ mod tests {
                 proptest::prop_assert!(reader.next_frame().is_err());
             }
         }
-    }
-
-    #[test]
-    fn stream_header_escapes_the_domain() {
-        assert!(stream_header("a'b").contains("to='a&apos;b'"));
     }
 }

@@ -1,5 +1,5 @@
-//! The link to the XMPP server: connect (optionally over TLS), open the stream, authenticate,
-//! then read stanzas into the router and write everything others send, until the link fails;
+//! The link to the XMPP server: make a connection ([`crate::xmpp::connect`]), then read stanzas
+//! into the router and write everything others send, with keepalives, until the link fails;
 //! then reconnect forever with capped, jittered backoff (README, "The XMPP link").
 //!
 //! Per connection one task reads and one writes. The writer is the only code that touches the
@@ -13,8 +13,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncWriteExt, WriteHalf};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
@@ -23,11 +22,11 @@ use tracing::{debug, error, info, warn};
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::limits;
-use crate::xmpp::codec::{self, CodecError, Frame, NS_STREAMS, ReadLimits, StreamReader};
-use crate::xmpp::handshake;
+use crate::xmpp::codec::{Frame, NS_STREAMS};
+use crate::xmpp::connect::{BoxedIo, FrameReader, Link, LinkError, connect, parse_stream_error};
 use crate::xmpp::stanza::{Kind, Outbound, Stanza};
+use crate::xmpp::write::{escape_attr, stream_error_xml};
 
-const NS_STREAM_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
 /// Ids of the component's own keepalive pings; answers with these ids never reach the router.
 const PING_ID_PREFIX: &str = "component-http-ping-";
 
@@ -37,204 +36,6 @@ pub(crate) enum LinkState {
     Connecting,
     Up,
     Down { reason: String },
-}
-
-/// Why a connection ended or could not be made.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum LinkError {
-    #[error("cannot connect to {server}: {source}")]
-    Connect {
-        server: String,
-        source: std::io::Error,
-    },
-    #[error("TLS with {server} failed: {message}")]
-    Tls { server: String, message: String },
-    #[error("timed out while {0}")]
-    Timeout(&'static str),
-    #[error("the server closed the connection")]
-    Closed,
-    #[error("connection error: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("the server's stream header has no id; the handshake needs one")]
-    NoStreamId,
-    #[error("the server sent stream error <{condition}/>{}", text.as_deref().map(|t| format!(" ({t})")).unwrap_or_default())]
-    StreamError {
-        condition: String,
-        text: Option<String>,
-    },
-    #[error("the server's stream cannot be read: {0}")]
-    Unreadable(#[from] CodecError),
-    #[error("no answer to a keepalive ping for two intervals: the link is dead")]
-    DeadLink,
-    #[error("the server sent <{0}> before the handshake completed")]
-    UnexpectedBeforeHandshake(String),
-}
-
-impl LinkError {
-    /// What the operator must change, for the errors that retrying cannot fix.
-    pub(crate) fn configuration_advice(&self) -> Option<&'static str> {
-        match self {
-            LinkError::StreamError { condition, .. } => handshake::configuration_advice(condition),
-            _ => None,
-        }
-    }
-}
-
-type BoxedIo = Box<dyn AsyncReadWrite>;
-trait AsyncReadWrite: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> AsyncReadWrite for T {}
-
-/// Reads frames from the socket through the bounded codec.
-struct FrameReader {
-    io: ReadHalf<BoxedIo>,
-    codec: StreamReader,
-    buf: Box<[u8]>,
-}
-
-impl FrameReader {
-    async fn next(&mut self) -> Result<Frame, LinkError> {
-        loop {
-            if let Some(frame) = self.codec.next_frame()? {
-                return Ok(frame);
-            }
-            let n = self.io.read(&mut self.buf).await?;
-            if n == 0 {
-                return Err(LinkError::Closed);
-            }
-            self.codec.feed(&self.buf[..n]);
-        }
-    }
-}
-
-/// An authenticated connection, ready to carry stanzas.
-pub(crate) struct Link {
-    reader: FrameReader,
-    writer: WriteHalf<BoxedIo>,
-}
-
-/// Connects to the server, opens the stream and completes the handshake.
-pub(crate) async fn connect(config: &Config) -> Result<Link, LinkError> {
-    let tcp = timeout(
-        limits::XMPP_CONNECT_TIMEOUT,
-        TcpStream::connect(&config.server),
-    )
-    .await
-    .map_err(|_| LinkError::Timeout("connecting to the server"))?
-    .map_err(|source| LinkError::Connect {
-        server: config.server.clone(),
-        source,
-    })?;
-    // Stanzas are small and latency matters more than packet count.
-    let _ = tcp.set_nodelay(true);
-    let io: BoxedIo = if config.tls {
-        Box::new(tls_wrap(config, tcp).await?)
-    } else {
-        Box::new(tcp)
-    };
-    let (read, mut writer) = tokio::io::split(io);
-    let mut reader = FrameReader {
-        io: read,
-        codec: StreamReader::new(ReadLimits {
-            max_stanza_bytes: config.max_stanza_bytes,
-            max_depth: config.max_depth,
-        }),
-        buf: vec![0; limits::READ_CHUNK_BYTES].into_boxed_slice(),
-    };
-    timeout(limits::HANDSHAKE_TIMEOUT, async {
-        // One write for the whole header: some servers misread a header split across packets.
-        writer
-            .write_all(codec::stream_header(&config.domain).as_bytes())
-            .await?;
-        writer.flush().await?;
-        let header = match reader.next().await? {
-            Frame::Open(header) => header,
-            Frame::Element(e) => return Err(stream_error_or_unexpected(&e.element)),
-            Frame::Close => return Err(LinkError::Closed),
-        };
-        let id = header.id.as_deref().ok_or(LinkError::NoStreamId)?;
-        writer
-            .write_all(handshake::handshake_element(id, config.secret.expose()).as_bytes())
-            .await?;
-        writer.flush().await?;
-        loop {
-            match reader.next().await? {
-                Frame::Element(e) if e.element.is("handshake", codec::NS_COMPONENT) => {
-                    return Ok(());
-                }
-                Frame::Element(e) => return Err(stream_error_or_unexpected(&e.element)),
-                Frame::Close => return Err(LinkError::Closed),
-                Frame::Open(_) => {}
-            }
-        }
-    })
-    .await
-    .map_err(|_| LinkError::Timeout("waiting for the stream header and handshake"))??;
-    Ok(Link { reader, writer })
-}
-
-async fn tls_wrap(
-    config: &Config,
-    tcp: TcpStream,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, LinkError> {
-    use rustls_platform_verifier::ConfigVerifierExt;
-    crate::tls::install_crypto_provider();
-    let tls_error = |message: String| LinkError::Tls {
-        server: config.server.clone(),
-        message,
-    };
-    let client_config = match &config.tls_roots {
-        Some(certificates) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for certificate in certificates {
-                roots
-                    .add(certificate.clone())
-                    .map_err(|e| tls_error(format!("tls_ca_file: {e}")))?;
-            }
-            rustls::ClientConfig::builder()
-                .with_root_certificates(roots)
-                .with_no_client_auth()
-        }
-        None => {
-            rustls::ClientConfig::with_platform_verifier().map_err(|e| tls_error(e.to_string()))?
-        }
-    };
-    let name = rustls::pki_types::ServerName::try_from(config.tls_server_name.clone())
-        .map_err(|e| tls_error(format!("invalid tls_server_name: {e}")))?;
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
-    timeout(limits::XMPP_CONNECT_TIMEOUT, connector.connect(name, tcp))
-        .await
-        .map_err(|_| LinkError::Timeout("negotiating TLS"))?
-        .map_err(|e| tls_error(e.to_string()))
-}
-
-fn stream_error_or_unexpected(element: &minidom::Element) -> LinkError {
-    if element.is("error", NS_STREAMS) {
-        parse_stream_error(element)
-    } else {
-        LinkError::UnexpectedBeforeHandshake(element.name().to_owned())
-    }
-}
-
-fn parse_stream_error(element: &minidom::Element) -> LinkError {
-    let mut condition = "undefined-condition".to_owned();
-    let mut text = None;
-    for child in element.children() {
-        if child.ns() == NS_STREAM_ERRORS {
-            if child.name() == "text" {
-                text = Some(child.text());
-            } else {
-                condition = child.name().to_owned();
-            }
-        }
-    }
-    LinkError::StreamError { condition, text }
-}
-
-fn stream_error_xml(condition: &str, text: &str) -> String {
-    format!(
-        "<stream:error><{condition} xmlns='{NS_STREAM_ERRORS}'/><text xmlns='{NS_STREAM_ERRORS}'>{}</text></stream:error></stream:stream>",
-        codec::escape_attr(text)
-    )
 }
 
 /// Messages from a connection's reader to its writer.
@@ -430,8 +231,8 @@ impl Session {
                         let id = format!("{PING_ID_PREFIX}{ping_counter}");
                         keepalive.push_str(&format!(
                             "<iq type='get' id='{id}' from='{}' to='{}'><ping xmlns='urn:xmpp:ping'/></iq>",
-                            codec::escape_attr(&self.config.domain),
-                            codec::escape_attr(&ping_target),
+                            escape_attr(&self.config.domain),
+                            escape_attr(&ping_target),
                         ));
                         ping = Some((id, Instant::now()));
                     }
@@ -564,20 +365,5 @@ mod tests {
         assert_eq!(ping_target("bot.localhost"), "localhost");
         assert_eq!(ping_target("example.org"), "example.org");
         assert_eq!(ping_target("bot"), "bot");
-    }
-
-    #[test]
-    fn stream_errors_are_parsed_with_text() {
-        let read = codec::parse_stanza(
-            "<stream:error xmlns:stream='http://etherx.jabber.org/streams'><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>\
-             <text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>Replaced</text></stream:error>",
-            ReadLimits::default(),
-        )
-        .unwrap();
-        let error = parse_stream_error(&read.element);
-        assert!(
-            matches!(&error, LinkError::StreamError { condition, text } if condition == "conflict" && text.as_deref() == Some("Replaced"))
-        );
-        assert!(error.configuration_advice().is_some());
     }
 }

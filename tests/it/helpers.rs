@@ -54,7 +54,7 @@ pub const HOOK_PATH: &str = "/hook";
 
 /// Escapes text for an attribute value quoted with `'` or for character data: the bridge's own
 /// escaper, which also keeps line ends and tabs intact through XML's normalisation.
-pub use component_http::xmpp::codec::escape_attr as escape;
+pub use component_http::xmpp::write::escape_attr as escape;
 
 /// A chat message as a server would send it to the component.
 pub fn chat(from: &str, to: &str, id: &str, body: &str) -> String {
