@@ -430,6 +430,14 @@ mod tests {
         Ok(frames)
     }
 
+    /// Reads `xml` after the server's stream header, with the default limits.
+    fn read_after_header(xml: &str) -> Result<Vec<Frame>, CodecError> {
+        let mut reader = StreamReader::new(ReadLimits::default());
+        reader.feed(HEADER.as_bytes());
+        reader.feed(xml.as_bytes());
+        read_all(&mut reader)
+    }
+
     fn elements(frames: &[Frame]) -> Vec<&ReadElement> {
         frames
             .iter()
@@ -599,10 +607,7 @@ mod tests {
             "<message to='a' from='b'><!-- c --></message>",
             "<!-- c --><message to='a' from='b'/>",
         ] {
-            let mut reader = StreamReader::new(ReadLimits::default());
-            reader.feed(HEADER.as_bytes());
-            reader.feed(bad.as_bytes());
-            let result = read_all(&mut reader);
+            let result = read_after_header(bad);
             assert!(
                 matches!(result, Err(CodecError::RestrictedXml(_))),
                 "{bad:?} gave {result:?}"
@@ -619,10 +624,7 @@ mod tests {
             "<message to='a' from='b'><u:x/></message>",
             "<message to='a' to='b'>\u{0}</message>",
         ] {
-            let mut reader = StreamReader::new(ReadLimits::default());
-            reader.feed(HEADER.as_bytes());
-            reader.feed(bad.as_bytes());
-            let result = read_all(&mut reader);
+            let result = read_after_header(bad);
             assert!(
                 matches!(result, Err(CodecError::NotWellFormed(_))),
                 "{bad:?} gave {result:?}"
@@ -656,10 +658,7 @@ mod tests {
             "<message xmlns='urn:evil' xmlns='jabber:component:accept' to='a@b'/>",
             "<message to='a@b'><x xmlns:p='urn:p' p:y='1' p:y='2'/></message>",
         ] {
-            let mut reader = StreamReader::new(ReadLimits::default());
-            reader.feed(HEADER.as_bytes());
-            reader.feed(bad.as_bytes());
-            let result = read_all(&mut reader);
+            let result = read_after_header(bad);
             assert!(
                 matches!(result, Err(CodecError::NotWellFormed(ref why)) if why.contains("twice")),
                 "{bad:?} gave {result:?}"
@@ -667,10 +666,7 @@ mod tests {
         }
         // The same name on two elements is no repetition.
         let fine = "<message to='a@b'><x id='1'/><y id='1'/></message>";
-        let mut reader = StreamReader::new(ReadLimits::default());
-        reader.feed(HEADER.as_bytes());
-        reader.feed(fine.as_bytes());
-        assert_eq!(elements(&read_all(&mut reader).unwrap())[0].raw, fine);
+        assert_eq!(elements(&read_after_header(fine).unwrap())[0].raw, fine);
     }
 
     #[test]
@@ -715,10 +711,10 @@ mod tests {
 
     #[test]
     fn a_redundant_stream_namespace_is_left_out_of_the_raw_text() {
-        let mut reader = StreamReader::new(ReadLimits::default());
-        reader.feed(HEADER.as_bytes());
-        reader.feed(b"<message xmlns='jabber:component:accept' to='a@bot' from='b@c'><x xmlns='urn:x'/></message>");
-        let frames = read_all(&mut reader).unwrap();
+        let frames = read_after_header(
+            "<message xmlns='jabber:component:accept' to='a@bot' from='b@c'><x xmlns='urn:x'/></message>",
+        )
+        .unwrap();
         let read = elements(&frames)[0];
         assert_eq!(
             read.raw,
