@@ -16,7 +16,8 @@ use tracing::{info, warn};
 
 use crate::bridge::delivery::Delivery;
 use crate::limits;
-use crate::queue::store::{self, DeadLetter, Selection, Store, StoreError};
+use crate::queue::redb::{FILE_NAME, RedbQueue};
+use crate::queue::{Backend, DeadLetter, Queue, QueueError, Selection};
 use crate::xmpp::codec::{ReadLimits, parse_stanza};
 
 /// The socket's file inside `data_dir`.
@@ -75,7 +76,7 @@ pub async fn run(data_dir: &Path, request: Request) -> Response {
             },
         };
     }
-    let file = data_dir.join(store::FILE_NAME);
+    let file = data_dir.join(FILE_NAME);
     if !file.exists() {
         return Response::Error {
             message: format!(
@@ -84,10 +85,9 @@ pub async fn run(data_dir: &Path, request: Request) -> Response {
             ),
         };
     }
-    let data_dir = data_dir.to_owned();
-    tokio::task::spawn_blocking(move || match Store::open(&data_dir) {
-        Ok(store) => execute(&store, None, request),
-        Err(error @ StoreError::InUse { .. }) => Response::Error {
+    match RedbQueue::open(data_dir) {
+        Ok(queue) => execute(&queue, None, request).await,
+        Err(error @ QueueError::InUse { .. }) => Response::Error {
             message: format!(
                 "{error}, and nothing answers on its control socket {}",
                 socket.display()
@@ -96,11 +96,7 @@ pub async fn run(data_dir: &Path, request: Request) -> Response {
         Err(error) => Response::Error {
             message: error.to_string(),
         },
-    })
-    .await
-    .unwrap_or_else(|e| Response::Error {
-        message: e.to_string(),
-    })
+    }
 }
 
 async fn ask(stream: UnixStream, request: &Request) -> std::io::Result<Response> {
@@ -115,14 +111,24 @@ async fn ask(stream: UnixStream, request: &Request) -> std::io::Result<Response>
 
 /// Runs one command on an open queue; a replay inside a running instance also hands the revived
 /// stanzas to its `delivery`.
-pub(crate) fn execute(store: &Store, delivery: Option<&Delivery>, request: Request) -> Response {
-    let result = match request {
-        Request::List => store.dead_letters().map(|letters| Response::Letters {
-            letters: letters.iter().map(|l| letter(store, l)).collect(),
-        }),
-        Request::Replay { ids, all } => {
-            selection(store, ids, all).and_then(|(selection, unknown)| {
-                let revived = store.revive(&selection)?;
+pub(crate) async fn execute(
+    queue: &dyn Backend,
+    delivery: Option<&Delivery>,
+    request: Request,
+) -> Response {
+    let result = async {
+        Ok(match request {
+            Request::List => Response::Letters {
+                letters: queue
+                    .dead_letters()
+                    .await?
+                    .iter()
+                    .map(|l| letter(queue, l))
+                    .collect(),
+            },
+            Request::Replay { ids, all } => {
+                let (selection, unknown) = selection(queue, ids, all).await?;
+                let revived = queue.revive(selection).await?;
                 let count = revived.len();
                 match delivery {
                     Some(delivery) => delivery.resume(revived),
@@ -131,28 +137,32 @@ pub(crate) fn execute(store: &Store, delivery: Option<&Delivery>, request: Reque
                         "replayed dead letters will be delivered at the next start"
                     ),
                 }
-                Ok(Response::Done { count, unknown })
-            })
-        }
-        Request::Purge { ids, all } => {
-            selection(store, ids, all).and_then(|(selection, unknown)| {
-                let count = store.purge(&selection)?;
-                Ok(Response::Done { count, unknown })
-            })
-        }
+                Response::Done { count, unknown }
+            }
+            Request::Purge { ids, all } => {
+                let (selection, unknown) = selection(queue, ids, all).await?;
+                let count = queue.purge(selection).await?;
+                Response::Done { count, unknown }
+            }
+        })
     };
-    result.unwrap_or_else(|error| Response::Error {
+    result.await.unwrap_or_else(|error: QueueError| Response::Error {
         message: error.to_string(),
     })
 }
 
 /// The selection, and the asked-for ids that are not dead letters.
-fn selection(store: &Store, ids: Vec<u64>, all: bool) -> Result<(Selection, Vec<u64>), StoreError> {
+async fn selection(
+    queue: &dyn Backend,
+    ids: Vec<u64>,
+    all: bool,
+) -> Result<(Selection, Vec<u64>), QueueError> {
     if all {
         return Ok((Selection::All, Vec::new()));
     }
-    let known: Vec<u64> = store
-        .dead_letters()?
+    let known: Vec<u64> = queue
+        .dead_letters()
+        .await?
         .iter()
         .map(|l| l.entry.position)
         .collect();
@@ -164,7 +174,7 @@ fn selection(store: &Store, ids: Vec<u64>, all: bool) -> Result<(Selection, Vec<
     Ok((Selection::Positions(ids), unknown))
 }
 
-fn letter(store: &Store, dead: &DeadLetter) -> Letter {
+fn letter(queue: &dyn Backend, dead: &DeadLetter) -> Letter {
     let element = parse_stanza(&dead.entry.raw, ReadLimits::default()).ok();
     let attr = |name| {
         element
@@ -174,7 +184,7 @@ fn letter(store: &Store, dead: &DeadLetter) -> Letter {
     };
     Letter {
         id: dead.entry.position,
-        webhook_id: store.webhook_id(dead.entry.id),
+        webhook_id: queue.webhook_id(dead.entry.id),
         from: attr("from"),
         to: attr("to"),
         received: rfc3339(dead.entry.received_ms),
@@ -210,7 +220,7 @@ impl ControlSocket {
     }
 
     /// Answers dead-letter commands until `stop` is cancelled.
-    pub(crate) async fn serve(self, store: Store, delivery: Delivery, stop: CancellationToken) {
+    pub(crate) async fn serve(self, queue: Queue, delivery: Delivery, stop: CancellationToken) {
         loop {
             let stream = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
@@ -222,9 +232,9 @@ impl ControlSocket {
                 },
                 _ = stop.cancelled() => return,
             };
-            let (store, delivery) = (store.clone(), delivery.clone());
+            let (queue, delivery) = (queue.clone(), delivery.clone());
             tokio::spawn(async move {
-                if let Err(error) = answer(stream, store, delivery).await {
+                if let Err(error) = answer(stream, queue, delivery).await {
                     warn!("control socket: {error}");
                 }
             });
@@ -232,7 +242,7 @@ impl ControlSocket {
     }
 }
 
-async fn answer(stream: UnixStream, store: Store, delivery: Delivery) -> std::io::Result<()> {
+async fn answer(stream: UnixStream, queue: Queue, delivery: Delivery) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read).take(limits::CONTROL_REQUEST_BYTES);
@@ -240,13 +250,7 @@ async fn answer(stream: UnixStream, store: Store, delivery: Delivery) -> std::io
         .await
         .map_err(|_| std::io::Error::other("no request within the time limit"))??;
     let response = match serde_json::from_str::<Request>(&line) {
-        Ok(request) => {
-            tokio::task::spawn_blocking(move || execute(&store, Some(&delivery), request))
-                .await
-                .unwrap_or_else(|e| Response::Error {
-                    message: e.to_string(),
-                })
-        }
+        Ok(request) => execute(queue.as_ref(), Some(&delivery), request).await,
         Err(error) => Response::Error {
             message: format!("not a dead-letters request: {error}"),
         },

@@ -18,7 +18,7 @@ use crate::bridge::outbox::Outbox;
 use crate::bridge::router::Router;
 use crate::config::Config;
 use crate::limits;
-use crate::queue::store::{Store, StoreError};
+use crate::queue::{self, QueueError};
 use crate::webhook::client::{ClientError, HookClient};
 use crate::xmpp::session::{LinkState, Session};
 
@@ -27,18 +27,14 @@ pub enum StartError {
     #[error(transparent)]
     Hook(#[from] ClientError),
     #[error(transparent)]
-    Queue(#[from] StoreError),
+    Queue(#[from] QueueError),
 }
 
 /// Runs the component until `shutdown` completes, then stops it gracefully.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
     let config = Arc::new(config);
     let hook = HookClient::new(&config.webhook)?;
-    let store = if config.queue.durable {
-        Some(Store::open(&config.queue.data_dir)?)
-    } else {
-        None
-    };
+    let queue = queue::open(&config.queue)?;
     let (inbound_tx, inbound_rx) = mpsc::channel(limits::INBOUND_QUEUE);
     let (outbound_tx, outbound_rx) = mpsc::channel(limits::OUTBOUND_QUEUE);
     let (state_tx, _state_rx) = watch::channel(LinkState::Connecting);
@@ -62,12 +58,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         config.clone(),
         hook,
         outbox.clone(),
-        store.clone(),
+        queue.clone(),
         stop_reading.clone(),
     );
     let mut control_task = None;
-    if let Some(store) = &store {
-        let waiting = store.pending()?;
+    if queue.durable() {
+        let waiting = queue.pending().await?;
         if !waiting.is_empty() {
             info!(
                 stanzas = waiting.len(),
@@ -80,7 +76,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         match ControlSocket::bind(&config.queue.data_dir) {
             Ok(socket) => {
                 control_task = Some(tokio::spawn(socket.serve(
-                    store.clone(),
+                    queue.clone(),
                     delivery.clone(),
                     finish.clone(),
                 )))
@@ -120,8 +116,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         );
     }
     let flush_until = Instant::now() + limits::SHUTDOWN_FLUSH;
-    if let Some(store) = &store
-        && timeout_at(flush_until, store.flush()).await.is_err()
+    if timeout_at(flush_until, queue.flush()).await.is_err()
     {
         warn!("the queue file did not confirm its last commit in time");
     }

@@ -3,7 +3,8 @@
 //! line per check.
 
 use crate::config::Config;
-use crate::queue::store::{Store, StoreError};
+use crate::queue::redb::RedbQueue;
+use crate::queue::{Backend, QueueError};
 use crate::webhook::client::HookClient;
 use crate::xmpp::connect;
 
@@ -43,29 +44,24 @@ pub async fn run(config: &Config) -> bool {
     }
     if config.queue.durable {
         let dir = &config.queue.data_dir;
-        let opened = {
-            let dir = dir.clone();
-            tokio::task::spawn_blocking(move || Store::open(&dir).map(|store| store.pending()))
-                .await
+        let waiting = match RedbQueue::open(dir) {
+            Ok(queue) => queue.pending().await,
+            Err(error) => Err(error),
         };
-        match opened {
-            Ok(Ok(Ok(waiting))) => println!(
+        match waiting {
+            Ok(waiting) => println!(
                 "ok    queue in {}: {} stanza(s) waiting",
                 dir.display(),
                 waiting.len()
             ),
             // A running instance holds the queue: it opened it, so it is usable.
-            Ok(Err(StoreError::InUse { .. })) => println!(
+            Err(QueueError::InUse { .. }) => println!(
                 "ok    queue in {}: in use by the running instance",
                 dir.display()
             ),
-            Ok(Err(error)) | Ok(Ok(Err(error))) => {
-                all_ok = false;
-                println!("FAIL  {error}");
-            }
             Err(error) => {
                 all_ok = false;
-                println!("FAIL  queue in {}: {error}", dir.display());
+                println!("FAIL  {error}");
             }
         }
     }

@@ -4,7 +4,7 @@
 //! stanzas through a bounded codec ([`xmpp::codec`]). The router ([`bridge::router`]) answers
 //! presence, disco, ping and version itself ([`bridge::builtin`]) and hands forwarded stanzas
 //! to the delivery stage ([`bridge::delivery`]), which stores them in the durable queue
-//! ([`queue::store`]), orders them per conversation, POSTs the JSON of [`bridge::payload`]
+//! ([`queue`]), orders them per conversation, POSTs the JSON of [`bridge::payload`]
 //! through the pooled client of [`webhook::client`] (signed by [`webhook::signing`] when
 //! configured), retries by the policy of [`queue::retry`], and turns the final answer into a
 //! reply by the rules of [`bridge::reply`]. Everything sent goes through the outbox

@@ -9,7 +9,7 @@
 //! What the queue holds is bounded by `queue_max_stanzas` and `queue_max_bytes` ([`Bounds`]):
 //! past either, a new stanza is refused at once with `wait/resource-constraint`. An iq the hook
 //! accepted with `202` keeps its place in those bounds while it waits ([`PendingIqs`]). With the
-//! durable queue a message or presence is on disk (group commit, [`Store`]) before its first
+//! durable queue a message or presence is on disk (group commit, [`crate::queue::redb`]) before its first
 //! POST and leaves it at its final outcome, or moves to the dead letters when `retry_for` runs
 //! out; if its commit fails, its sender gets `wait/internal-server-error` at once, even while it
 //! waits behind others. Iq requests are never stored: their sender gives up after `iq_timeout`,
@@ -21,7 +21,6 @@
 //! component is away.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,8 +38,7 @@ use crate::bridge::pending_iq::PendingIqs;
 use crate::bridge::reply::{self, Decision};
 use crate::config::{Config, Ordering};
 use crate::limits;
-use crate::queue::retry;
-use crate::queue::store::{self, Committed, Entry, Store};
+use crate::queue::{self, Committed, Direction, Entry, ProcessIds, Queue, retry};
 use crate::webhook::client::HookClient;
 use crate::webhook::outcome::{HookOutcome, describe, retryable};
 use crate::xmpp::codec::{ReadLimits, parse_stanza};
@@ -49,7 +47,7 @@ use crate::xmpp::stanza::{ErrorType, Kind, Stanza, StanzaError, bare};
 /// A stanza in the queue, from admission to its final outcome.
 struct Job {
     stanza: Stanza,
-    /// Its place in the durable queue; `None` when it is not stored.
+    /// Its place in the queue; `None` for an iq, which is never stored.
     position: Option<u64>,
     /// On disk once this resolves; `None` when it is not stored or was stored earlier.
     committed: Option<Committed>,
@@ -72,7 +70,7 @@ struct Inner {
     config: Arc<Config>,
     hook: HookClient,
     outbox: Outbox,
-    store: Option<Store>,
+    queue: Queue,
     /// Hook calls in flight across the process.
     calls: Semaphore,
     /// What the queue holds, against its bounds.
@@ -86,9 +84,8 @@ struct Inner {
     stop: CancellationToken,
     /// Cancelled when the drain's time is up: calls in flight are abandoned and nothing starts.
     abandon: CancellationToken,
-    /// Random per process: ids of stanzas that are not stored stay unique across restarts.
-    memory_id_prefix: u64,
-    memory_sequence: AtomicU64,
+    /// Ids of the stanzas that are not stored (iq).
+    unstored_ids: ProcessIds,
 }
 
 impl Delivery {
@@ -96,7 +93,7 @@ impl Delivery {
         config: Arc<Config>,
         hook: HookClient,
         outbox: Outbox,
-        store: Option<Store>,
+        queue: Queue,
         stop: CancellationToken,
     ) -> Self {
         let delivery = Self {
@@ -107,13 +104,12 @@ impl Delivery {
                 config,
                 hook,
                 outbox,
-                store,
+                queue,
                 conversations: Mutex::new(HashMap::new()),
                 tasks: TaskTracker::new(),
                 stop,
                 abandon: CancellationToken::new(),
-                memory_id_prefix: rand::random(),
-                memory_sequence: AtomicU64::new(0),
+                unstored_ids: ProcessIds::new(),
             }),
         };
         let inner = delivery.inner.clone();
@@ -127,12 +123,7 @@ impl Delivery {
                 })
                 .await
         });
-        if let Some(mut failed) = delivery
-            .inner
-            .store
-            .as_ref()
-            .and_then(Store::failed_appends)
-        {
+        if let Some(mut failed) = delivery.inner.queue.failed_appends() {
             let inner = delivery.inner.clone();
             tokio::spawn(async move {
                 while let Some(positions) = failed.recv().await {
@@ -166,32 +157,33 @@ impl Delivery {
                 Kind::Iq => queue.retry_for.min(inner.config.iq_timeout),
                 _ => queue.retry_for,
             };
-        let job = match &inner.store {
-            Some(store) if stanza.kind != Kind::Iq => {
-                let position = store.allocate();
-                let entry = Entry {
-                    position,
-                    id: position,
-                    received_ms: store::now_ms(),
-                    raw: stanza.raw.clone(),
-                };
-                Job {
-                    committed: Some(store.append(entry).await),
-                    position: Some(position),
-                    webhook_id: store.webhook_id(position),
-                    retry_until,
-                    stanza,
-                    reservation,
-                }
-            }
-            _ => Job {
+        let job = if stanza.kind == Kind::Iq {
+            let id = inner.unstored_ids.allocate();
+            Job {
                 retry_until,
-                webhook_id: inner.next_memory_id(),
+                webhook_id: inner.unstored_ids.webhook_id(id),
                 position: None,
                 committed: None,
                 stanza,
                 reservation,
-            },
+            }
+        } else {
+            let position = inner.queue.allocate();
+            let entry = Entry {
+                position,
+                id: position,
+                received_ms: queue::now_ms(),
+                direction: Direction::ToHook,
+                raw: stanza.raw.clone(),
+            };
+            Job {
+                committed: Some(inner.queue.append(entry).await),
+                position: Some(position),
+                webhook_id: inner.queue.webhook_id(position),
+                retry_until,
+                stanza,
+                reservation,
+            }
         };
         self.schedule(job);
     }
@@ -199,11 +191,8 @@ impl Delivery {
     /// Queues stanzas that are already stored (found at start, or dead letters replayed), in
     /// the order given. They count against the bounds but are never refused: they were accepted.
     pub(crate) fn resume(&self, entries: Vec<Entry>) {
-        let Some(store) = &self.inner.store else {
-            return;
-        };
         let limits = self.inner.read_limits();
-        let now_ms = store::now_ms();
+        let now_ms = queue::now_ms();
         for entry in entries {
             let stanza = match parse_stanza(&entry.raw, limits)
                 .ok()
@@ -223,7 +212,7 @@ impl Delivery {
             self.schedule(Job {
                 position: Some(entry.position),
                 committed: None,
-                webhook_id: store.webhook_id(entry.id),
+                webhook_id: self.inner.queue.webhook_id(entry.id),
                 retry_until: Instant::now() + retry_for.saturating_sub(waited),
                 reservation: self.inner.bounds.force(stanza.raw.len()),
                 stanza,
@@ -300,9 +289,9 @@ impl Inner {
         }
     }
 
-    fn next_memory_id(&self) -> String {
-        let sequence = self.memory_sequence.fetch_add(1, AtomicOrdering::Relaxed);
-        format!("msg_{:016x}_m{sequence}", self.memory_id_prefix)
+    /// The place of a stanza that survives a stop in the queue, if it has one.
+    fn kept_at(&self, job: &Job) -> Option<u64> {
+        job.position.filter(|_| self.queue.durable())
     }
 
     fn lock_conversations(
@@ -364,7 +353,7 @@ impl Inner {
         }
         // After the stop a stored stanza waits in the queue for the next start rather than begin
         // a call the drain may cut short; one held only in memory is still tried.
-        if self.abandon.is_cancelled() || (job.position.is_some() && self.stop.is_cancelled()) {
+        if self.abandon.is_cancelled() || (self.kept_at(&job).is_some() && self.stop.is_cancelled()) {
             self.not_delivered(job).await;
             return;
         }
@@ -408,7 +397,7 @@ impl Inner {
     /// A stanza the stop came to before its final outcome: a stored one stays in the queue for
     /// the next start; any other is answered, so that no stop drops a stanza silently.
     async fn not_delivered(&self, job: Job) {
-        if job.position.is_none() {
+        if self.kept_at(&job).is_none() {
             warn!(
                 webhook_id = job.webhook_id,
                 from = job.stanza.from(),
@@ -424,9 +413,9 @@ impl Inner {
     async fn finish(&self, job: Job, outcome: &HookOutcome) {
         let stanza = &job.stanza;
         let verdict = reply::decide(stanza, outcome, self.read_limits());
-        let stored = self.store.as_ref().zip(job.position);
+        let stored = self.kept_at(&job);
         let mut kept = false;
-        if let Some((store, position)) = stored
+        if let Some(position) = stored
             && retryable(outcome)
             && !self.config.queue.retry_for.is_zero()
         {
@@ -436,7 +425,7 @@ impl Inner {
                 from = stanza.from(),
                 "{reason}; retry_for has run out: kept as a dead letter (see `component-http dead-letters`)"
             );
-            match store.bury(position, reason).await {
+            match self.queue.bury(position, reason).await {
                 Ok(()) => kept = true,
                 Err(reason) => error!("the dead letter could not be stored: {reason}"),
             }
@@ -464,10 +453,10 @@ impl Inner {
         }
         // Removed only once the reply is handed to the writer, so that a crash before then
         // delivers the stanza again (same webhook-id) rather than lose its reply.
-        if let Some((store, position)) = stored
+        if let Some(position) = job.position
             && !kept
         {
-            store.remove(position).await;
+            self.queue.remove(position).await;
         }
     }
 }

@@ -19,7 +19,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use component_http::queue::store::{self, Store};
+use component_http::queue::Backend;
+use component_http::queue::redb::{FILE_NAME, RedbQueue};
 use tokio_xmpp::minidom::Element;
 
 use crate::harness::{
@@ -504,8 +505,8 @@ async fn a_bridge_killed_amid_10000_messages_delivers_what_it_had_stored_after_a
     // its own file.
     let snapshot = tempfile::tempdir().expect("temp dir");
     std::fs::copy(
-        bridge.default_data_dir().join(store::FILE_NAME),
-        snapshot.path().join(store::FILE_NAME),
+        bridge.default_data_dir().join(FILE_NAME),
+        snapshot.path().join(FILE_NAME),
     )
     .expect("copy the queue file");
     // Calls the killed process had already written may still reach the hook: wait until no
@@ -567,8 +568,8 @@ async fn a_bridge_killed_amid_10000_messages_delivers_what_it_had_stored_after_a
     );
 
     let stored = {
-        let store = Store::open(snapshot.path()).expect("open the copy of the queue");
-        let entries = store.pending().expect("read the copy of the queue");
+        let store = RedbQueue::open(snapshot.path()).expect("open the copy of the queue");
+        let entries = store.pending().await.expect("read the copy of the queue");
         entries
             .iter()
             .map(|entry| {

@@ -1,6 +1,6 @@
-//! The durable queue's storage: one redb file under `data_dir` holding the stanzas that wait for
-//! a final outcome (`pending`), the ones that ran out of retries (`dead`), and the counters that
-//! make delivery ids unique (`meta`).
+//! The durable queue (`queue = "durable"`, the default): one redb file under `data_dir` holding
+//! the stanzas that wait for the hook (`pending`) or for the server (`outgoing`), the ones that
+//! ran out of retries (`dead`), and the counters that make delivery ids unique (`meta`).
 //!
 //! Appends, removals and burials go to one writer thread that commits whatever has queued up in
 //! a single transaction (group commit: one fsync for many stanzas), and tells each appender when
@@ -8,7 +8,7 @@
 //! module stores bytes; it does not parse stanzas, schedule or call the hook.
 //!
 //! A failed commit (a full disk, an I/O error) fails every append in it at once, reported both
-//! to each appender and on [`Store::failed_appends`], so a stanza waiting behind others learns of
+//! to each appender and on [`RedbQueue::failed_appends`], so a stanza waiting behind others learns of
 //! it without waiting its turn. redb refuses all work after an I/O error until the database is
 //! opened again, so the writer closes and reopens the file before its next transaction (at
 //! most once per [`limits::QUEUE_REOPEN_INTERVAL`], waiting for it if need be): the queue
@@ -20,16 +20,21 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use crate::limits;
+use crate::queue::{
+    Backend, Committed, DeadLetter, Direction, Entry, QueueError, Selection, now_ms,
+};
 
 /// Position in the queue → [`Entry`] bytes.
 const PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("pending");
+/// Position in the queue → [`Entry`] bytes of a stanza sent through the API.
+const OUTGOING: TableDefinition<u64, &[u8]> = TableDefinition::new("outgoing");
 /// Position the stanza had when it died → [`DeadLetter`] bytes.
 const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -41,40 +46,12 @@ const META_INSTANCE: &str = "instance";
 /// The file inside `data_dir`.
 pub const FILE_NAME: &str = "queue.redb";
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(
-        "the queue {path} is in use by another component-http process; stop it, or give this one its own data_dir"
-    )]
-    InUse { path: PathBuf },
-    #[error("cannot create the data directory {path}: {source}")]
-    CreateDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the queue {path}: {source}")]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: redb::Error,
-    },
-    #[error("the queue cannot be written: {0}")]
-    Database(#[from] redb::Error),
-    #[error("a record in the queue is damaged (position {0}); it is skipped")]
-    Damaged(u64),
-    #[error("the queue's writer has stopped")]
-    Closed,
-    #[error("the queue file is closed after an I/O error and is being opened again")]
-    Reopening,
-}
-
-/// Converts every redb error type into [`StoreError::Database`].
+/// Converts every redb error type into [`QueueError::Database`].
 macro_rules! from_redb {
     ($($t:ty),*) => {$(
-        impl From<$t> for StoreError {
+        impl From<$t> for QueueError {
             fn from(error: $t) -> Self {
-                StoreError::Database(error.into())
+                QueueError::Database(error.into())
             }
         }
     )*};
@@ -86,44 +63,6 @@ from_redb!(
     redb::CommitError
 );
 
-/// A stanza waiting for its final outcome.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// Where it sits in the queue: stanzas of one conversation go in position order.
-    pub(crate) position: u64,
-    /// Numbers its `webhook-id`; the position it first had, kept when a dead letter is replayed.
-    pub id: u64,
-    /// When the bridge read it (or it was replayed), in milliseconds since the Unix epoch:
-    /// `retry_for` counts from here, across restarts.
-    pub(crate) received_ms: u64,
-    /// The stanza's XML as read from the server.
-    pub raw: String,
-}
-
-/// A stanza whose retries ran out, with why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct DeadLetter {
-    pub(crate) entry: Entry,
-    pub(crate) died_ms: u64,
-    pub(crate) reason: String,
-}
-
-/// Which dead letters a command is about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Selection {
-    All,
-    Positions(Vec<u64>),
-}
-
-impl Selection {
-    fn contains(&self, position: u64) -> bool {
-        match self {
-            Selection::All => true,
-            Selection::Positions(positions) => positions.contains(&position),
-        }
-    }
-}
-
 enum Write {
     Append(Entry, oneshot::Sender<Result<(), String>>),
     Remove(u64),
@@ -131,20 +70,8 @@ enum Write {
     Flush(oneshot::Sender<()>),
 }
 
-/// Resolves when an appended stanza is on disk.
-pub(crate) struct Committed(oneshot::Receiver<Result<(), String>>);
-
-impl Committed {
-    /// `Err` says why the stanza could not be stored.
-    pub(crate) async fn wait(self) -> Result<(), String> {
-        self.0
-            .await
-            .unwrap_or_else(|_| Err("the queue's writer has stopped".into()))
-    }
-}
-
 #[derive(Clone)]
-pub struct Store {
+pub struct RedbQueue {
     inner: Arc<Inner>,
 }
 
@@ -158,10 +85,10 @@ struct Inner {
     failed_appends: Mutex<Option<mpsc::UnboundedReceiver<Vec<u64>>>>,
 }
 
-impl Store {
+impl RedbQueue {
     /// Opens (or creates) the queue in `dir` and starts its writer thread.
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        create_private_dir(dir).map_err(|source| StoreError::CreateDir {
+    pub fn open(dir: &Path) -> Result<RedbQueue, QueueError> {
+        create_private_dir(dir).map_err(|source| QueueError::CreateDir {
             path: dir.to_owned(),
             source,
         })?;
@@ -181,11 +108,11 @@ impl Store {
         std::thread::Builder::new()
             .name("queue-writer".into())
             .spawn(move || writer.run(queue))
-            .map_err(|e| StoreError::Open {
+            .map_err(|e| QueueError::Open {
                 path,
                 source: redb::Error::Io(e),
             })?;
-        Ok(Store {
+        Ok(RedbQueue {
             inner: Arc::new(Inner {
                 db,
                 writes,
@@ -196,84 +123,50 @@ impl Store {
         })
     }
 
-    /// The positions of appends whose commit failed, a batch per failed commit; the receiver
-    /// can be taken once. Each of those appends' [`Committed`] reports the failure as well.
-    pub(crate) fn failed_appends(&self) -> Option<mpsc::UnboundedReceiver<Vec<u64>>> {
-        self.inner
-            .failed_appends
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-    }
-
     /// The open database, for a read or a command's own transaction.
-    fn db(&self) -> Result<Arc<Database>, StoreError> {
+    fn db(&self) -> Result<Arc<Database>, QueueError> {
         self.inner
             .db
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-            .ok_or(StoreError::Reopening)
+            .ok_or(QueueError::Reopening)
     }
 
-    /// The `webhook-id` of the stanza numbered `id`.
-    pub fn webhook_id(&self, id: u64) -> String {
-        format!("msg_{:016x}_{id}", self.inner.instance)
+    async fn write(&self, write: Write) {
+        // If the writer is gone, the write's reply channel is dropped and its waiter is told.
+        let _ = self.inner.writes.send(write).await;
     }
 
-    /// A new position at the end of the queue.
-    pub(crate) fn allocate(&self) -> u64 {
-        self.inner.next_position.fetch_add(1, Ordering::Relaxed)
+    /// Runs a blocking read or command on a thread of its own.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&RedbQueue) -> Result<T, QueueError> + Send + 'static,
+    ) -> Result<T, QueueError> {
+        let queue = self.clone();
+        tokio::task::spawn_blocking(move || work(&queue))
+            .await
+            .unwrap_or(Err(QueueError::Closed))
     }
 
-    /// Queues `entry` for the next group commit; waits only while the writer's backlog is full
-    /// (which slows the reader down to the disk's pace).
-    pub(crate) async fn append(&self, entry: Entry) -> Committed {
-        let (done, committed) = oneshot::channel();
-        // If the writer is gone, `done` is dropped and `Committed::wait` reports it.
-        let _ = self.inner.writes.send(Write::Append(entry, done)).await;
-        Committed(committed)
-    }
-
-    /// Removes a stanza that reached its final outcome, in the next group commit.
-    pub(crate) async fn remove(&self, position: u64) {
-        let _ = self.inner.writes.send(Write::Remove(position)).await;
-    }
-
-    /// Moves a stanza from the queue to the dead letters; returns once that is on disk.
-    pub(crate) async fn bury(&self, position: u64, reason: String) -> Result<(), String> {
-        let (done, buried) = oneshot::channel();
-        let _ = self
-            .inner
-            .writes
-            .send(Write::Bury(position, reason, done))
-            .await;
-        Committed(buried).wait().await
-    }
-
-    /// Returns once everything sent to the writer before this call is on disk.
-    pub(crate) async fn flush(&self) {
-        let (done, flushed) = oneshot::channel();
-        if self.inner.writes.send(Write::Flush(done)).await.is_ok() {
-            let _ = flushed.await;
-        }
-    }
-
-    /// Every waiting stanza, in queue order; damaged records are reported and skipped.
-    pub fn pending(&self) -> Result<Vec<Entry>, StoreError> {
-        self.read_all(PENDING, decode_entry)
-    }
-
-    /// Every dead letter, oldest first.
-    pub(crate) fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
-        self.read_all(DEAD, decode_dead)
+    /// Every waiting stanza of both directions, in queue order; damaged records are reported
+    /// and skipped.
+    pub fn pending_now(&self) -> Result<Vec<Entry>, QueueError> {
+        let mut entries = self.read_all(PENDING, |position, bytes| {
+            decode_entry(position, Direction::ToHook, bytes)
+        })?;
+        entries.extend(self.read_all(OUTGOING, |position, bytes| {
+            decode_entry(position, Direction::ToServer, bytes)
+        })?);
+        entries.sort_by_key(|entry| entry.position);
+        Ok(entries)
     }
 
     fn read_all<T>(
         &self,
         table: TableDefinition<u64, &[u8]>,
         decode: fn(u64, &[u8]) -> Option<T>,
-    ) -> Result<Vec<T>, StoreError> {
+    ) -> Result<Vec<T>, QueueError> {
         let read = self.db()?.begin_read()?;
         let table = read.open_table(table)?;
         let mut records = Vec::new();
@@ -281,14 +174,13 @@ impl Store {
             let (position, bytes) = row?;
             match decode(position.value(), bytes.value()) {
                 Some(record) => records.push(record),
-                None => error!("{}", StoreError::Damaged(position.value())),
+                None => error!("{}", QueueError::Damaged(position.value())),
             }
         }
         Ok(records)
     }
 
-    /// Deletes the selected dead letters; returns how many there were.
-    pub(crate) fn purge(&self, selection: &Selection) -> Result<usize, StoreError> {
+    fn purge_now(&self, selection: &Selection) -> Result<usize, QueueError> {
         let write = self.db()?.begin_write()?;
         let purged = {
             let mut dead = write.open_table(DEAD)?;
@@ -302,10 +194,7 @@ impl Store {
         Ok(purged)
     }
 
-    /// Moves the selected dead letters back to the end of the queue, in their original order and
-    /// with their original ids (so a hook that did see one can tell), with a fresh `retry_for`
-    /// counted from now; returns the new entries.
-    pub(crate) fn revive(&self, selection: &Selection) -> Result<Vec<Entry>, StoreError> {
+    fn revive_now(&self, selection: &Selection) -> Result<Vec<Entry>, QueueError> {
         let write = self.db()?.begin_write()?;
         let mut revived = Vec::new();
         {
@@ -315,7 +204,7 @@ impl Store {
             for position in selected(&dead, selection)? {
                 let bytes = dead.remove(position)?.map(|b| b.value().to_vec());
                 let Some(letter) = bytes.and_then(|b| decode_dead(position, &b)) else {
-                    error!("{}", StoreError::Damaged(position));
+                    error!("{}", QueueError::Damaged(position));
                     continue;
                 };
                 let entry = Entry {
@@ -334,10 +223,72 @@ impl Store {
     }
 }
 
+#[async_trait]
+impl Backend for RedbQueue {
+    fn durable(&self) -> bool {
+        true
+    }
+
+    fn allocate(&self) -> u64 {
+        self.inner.next_position.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn webhook_id(&self, id: u64) -> String {
+        format!("msg_{:016x}_{id}", self.inner.instance)
+    }
+
+    async fn append(&self, entry: Entry) -> Committed {
+        let (done, committed) = oneshot::channel();
+        self.write(Write::Append(entry, done)).await;
+        Committed(committed)
+    }
+
+    async fn remove(&self, position: u64) {
+        self.write(Write::Remove(position)).await;
+    }
+
+    async fn bury(&self, position: u64, reason: String) -> Result<(), String> {
+        let (done, buried) = oneshot::channel();
+        self.write(Write::Bury(position, reason, done)).await;
+        Committed(buried).wait().await
+    }
+
+    async fn flush(&self) {
+        let (done, flushed) = oneshot::channel();
+        if self.inner.writes.send(Write::Flush(done)).await.is_ok() {
+            let _ = flushed.await;
+        }
+    }
+
+    fn failed_appends(&self) -> Option<mpsc::UnboundedReceiver<Vec<u64>>> {
+        self.inner
+            .failed_appends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    async fn pending(&self) -> Result<Vec<Entry>, QueueError> {
+        self.blocking(RedbQueue::pending_now).await
+    }
+
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
+        self.blocking(|queue| queue.read_all(DEAD, decode_dead)).await
+    }
+
+    async fn revive(&self, selection: Selection) -> Result<Vec<Entry>, QueueError> {
+        self.blocking(move |queue| queue.revive_now(&selection)).await
+    }
+
+    async fn purge(&self, selection: Selection) -> Result<usize, QueueError> {
+        self.blocking(move |queue| queue.purge_now(&selection)).await
+    }
+}
+
 fn selected(
     dead: &impl ReadableTable<u64, &'static [u8]>,
     selection: &Selection,
-) -> Result<Vec<u64>, StoreError> {
+) -> Result<Vec<u64>, QueueError> {
     let mut positions = Vec::new();
     for row in dead.range::<u64>(..)? {
         let position = row?.0.value();
@@ -349,10 +300,11 @@ fn selected(
 }
 
 /// Reads (or sets up) the next position and the instance number, creating the tables.
-fn init_meta(db: &Database) -> Result<(u64, u64), StoreError> {
+fn init_meta(db: &Database) -> Result<(u64, u64), QueueError> {
     let write = db.begin_write()?;
     let found = {
         write.open_table(PENDING)?;
+        write.open_table(OUTGOING)?;
         write.open_table(DEAD)?;
         let mut meta = write.open_table(META)?;
         let next = meta.get(META_NEXT_POSITION)?.map(|v| v.value());
@@ -373,9 +325,9 @@ fn init_meta(db: &Database) -> Result<(u64, u64), StoreError> {
 
 /// Opens the database file, created owner-only when it is new; an existing file that others
 /// may read is made owner-only too (it holds message bodies).
-fn open_database(path: &Path) -> Result<Database, StoreError> {
+fn open_database(path: &Path) -> Result<Database, QueueError> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let open_error = |source: std::io::Error| StoreError::Open {
+    let open_error = |source: std::io::Error| QueueError::Open {
         path: path.to_owned(),
         source: redb::Error::Io(source),
     };
@@ -399,10 +351,10 @@ fn open_database(path: &Path) -> Result<Database, StoreError> {
         .set_cache_size(limits::QUEUE_CACHE_BYTES)
         .create(path)
         .map_err(|error| match error {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
+            redb::DatabaseError::DatabaseAlreadyOpen => QueueError::InUse {
                 path: path.to_owned(),
             },
-            other => StoreError::Open {
+            other => QueueError::Open {
                 path: path.to_owned(),
                 source: other.into(),
             },
@@ -473,7 +425,7 @@ impl Writer {
 
     /// Commits `batch` (plus the removals that failed before); on failure the database is
     /// closed, to be opened again before the next commit.
-    fn commit(&mut self, batch: &[Write]) -> Result<(), StoreError> {
+    fn commit(&mut self, batch: &[Write]) -> Result<(), QueueError> {
         let db = self.database()?;
         let result = commit(&db, batch, &self.unremoved);
         drop(db);
@@ -489,7 +441,7 @@ impl Writer {
     }
 
     /// The open database, reopening it first if an earlier commit failed.
-    fn database(&mut self) -> Result<Arc<Database>, StoreError> {
+    fn database(&mut self) -> Result<Arc<Database>, QueueError> {
         if let Some(db) = self.db.read().unwrap_or_else(|e| e.into_inner()).clone() {
             return Ok(db);
         }
@@ -527,27 +479,41 @@ fn drain_into(batch: &mut Vec<Write>, queue: &mut mpsc::Receiver<Write>) {
     }
 }
 
-fn commit(db: &Database, batch: &[Write], unremoved: &[u64]) -> Result<(), StoreError> {
+type Table<'t> = redb::Table<'t, u64, &'static [u8]>;
+
+fn commit(db: &Database, batch: &[Write], unremoved: &[u64]) -> Result<(), QueueError> {
     let write = db.begin_write()?;
     {
         let mut pending = write.open_table(PENDING)?;
+        let mut outgoing = write.open_table(OUTGOING)?;
         let mut dead = write.open_table(DEAD)?;
         let mut next_position = None;
+        // A position is in one of the two tables; trying both is cheaper than remembering which.
+        let remove = |pending: &mut Table, outgoing: &mut Table, position: &u64| {
+            if pending.remove(position)?.is_none() {
+                outgoing.remove(position)?;
+            }
+            Ok::<(), QueueError>(())
+        };
         for position in unremoved {
-            pending.remove(position)?;
+            remove(&mut pending, &mut outgoing, position)?;
         }
         for op in batch {
             match op {
                 Write::Append(entry, _) => {
-                    pending.insert(entry.position, encode_entry(entry).as_slice())?;
+                    let table = match entry.direction {
+                        Direction::ToHook => &mut pending,
+                        Direction::ToServer => &mut outgoing,
+                    };
+                    table.insert(entry.position, encode_entry(entry).as_slice())?;
                     next_position = next_position.max(Some(entry.position + 1));
                 }
-                Write::Remove(position) => {
-                    pending.remove(position)?;
-                }
+                Write::Remove(position) => remove(&mut pending, &mut outgoing, position)?,
                 Write::Bury(position, reason, _) => {
                     let bytes = pending.remove(position)?.map(|b| b.value().to_vec());
-                    if let Some(entry) = bytes.and_then(|b| decode_entry(*position, &b)) {
+                    if let Some(entry) =
+                        bytes.and_then(|b| decode_entry(*position, Direction::ToHook, &b))
+                    {
                         let letter = DeadLetter {
                             entry,
                             died_ms: now_ms(),
@@ -571,14 +537,6 @@ fn commit(db: &Database, batch: &[Write], unremoved: &[u64]) -> Result<(), Store
     Ok(())
 }
 
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_millis() as u64
-}
-
 /// Record layouts. Version byte first, so a later layout can be told apart.
 const ENTRY_V1: u8 = 1;
 const DEAD_V1: u8 = 1;
@@ -593,7 +551,7 @@ fn encode_entry(entry: &Entry) -> Vec<u8> {
     bytes
 }
 
-fn decode_entry(position: u64, bytes: &[u8]) -> Option<Entry> {
+fn decode_entry(position: u64, direction: Direction, bytes: &[u8]) -> Option<Entry> {
     let (&version, rest) = bytes.split_first()?;
     if version != ENTRY_V1 {
         return None;
@@ -604,6 +562,7 @@ fn decode_entry(position: u64, bytes: &[u8]) -> Option<Entry> {
         position,
         id,
         received_ms,
+        direction,
         raw: String::from_utf8(rest.to_vec()).ok()?,
     })
 }
@@ -630,7 +589,7 @@ fn decode_dead(position: u64, bytes: &[u8]) -> Option<DeadLetter> {
     let (length, rest) = rest.split_first_chunk::<4>()?;
     let length = u32::from_be_bytes(*length) as usize;
     let reason = std::str::from_utf8(rest.get(..length)?).ok()?.to_owned();
-    let entry = decode_entry(position, rest.get(length..)?)?;
+    let entry = decode_entry(position, Direction::ToHook, rest.get(length..)?)?;
     Some(DeadLetter {
         entry,
         died_ms,
@@ -647,12 +606,13 @@ fn take_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
 mod tests {
     use super::*;
 
-    fn entry(store: &Store, raw: &str) -> Entry {
+    fn entry(store: &RedbQueue, raw: &str) -> Entry {
         let position = store.allocate();
         Entry {
             position,
             id: position,
             received_ms: 1_700_000_000_000,
+            direction: Direction::ToHook,
             raw: raw.to_owned(),
         }
     }
@@ -660,7 +620,7 @@ mod tests {
     #[tokio::test]
     async fn appended_entries_survive_a_reopen_in_order_and_removed_ones_do_not() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = RedbQueue::open(dir.path()).unwrap();
         let mut commits = Vec::new();
         let mut entries = Vec::new();
         for i in 0..50 {
@@ -677,7 +637,7 @@ mod tests {
         drop(store);
         // The writer thread releases the file when it sees the channel closed.
         let store = reopen(dir.path()).await;
-        let pending = store.pending().unwrap();
+        let pending = store.pending().await.unwrap();
         entries.remove(3);
         assert_eq!(pending, entries);
         assert_eq!(
@@ -688,12 +648,35 @@ mod tests {
         assert_eq!(store.allocate(), 50, "positions are never reused");
     }
 
-    async fn reopen(dir: &Path) -> Store {
+    #[tokio::test]
+    async fn stanzas_for_the_server_are_kept_apart_and_come_back_with_their_direction() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbQueue::open(dir.path()).unwrap();
+        let inbound = entry(&store, "<message id='in'/>");
+        let outbound = Entry {
+            direction: Direction::ToServer,
+            ..entry(&store, "<message id='out'/>")
+        };
+        let removed = Entry {
+            direction: Direction::ToServer,
+            ..entry(&store, "<message id='written'/>")
+        };
+        for e in [&inbound, &outbound, &removed] {
+            store.append(e.clone()).await.wait().await.unwrap();
+        }
+        store.remove(removed.position).await;
+        store.flush().await;
+        drop(store);
+        let store = reopen(dir.path()).await;
+        assert_eq!(store.pending().await.unwrap(), vec![inbound, outbound]);
+    }
+
+    async fn reopen(dir: &Path) -> RedbQueue {
         for _ in 0..100 {
-            match Store::open(dir) {
+            match RedbQueue::open(dir) {
                 Ok(store) => return store,
-                Err(StoreError::InUse { .. }) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await
+                Err(QueueError::InUse { .. }) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await
                 }
                 Err(other) => panic!("{other}"),
             }
@@ -704,16 +687,16 @@ mod tests {
     #[tokio::test]
     async fn a_second_process_on_the_same_file_is_told_it_is_in_use() {
         let dir = tempfile::tempdir().unwrap();
-        let _store = Store::open(dir.path()).unwrap();
-        let error = Store::open(dir.path()).err().unwrap();
-        assert!(matches!(error, StoreError::InUse { .. }), "{error}");
+        let _store = RedbQueue::open(dir.path()).unwrap();
+        let error = RedbQueue::open(dir.path()).err().unwrap();
+        assert!(matches!(error, QueueError::InUse { .. }), "{error}");
         assert!(error.to_string().contains("data_dir"), "{error}");
     }
 
     #[tokio::test]
     async fn buried_entries_become_dead_letters_that_can_be_revived_or_purged() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = RedbQueue::open(dir.path()).unwrap();
         let a = entry(&store, "<message id='a'/>");
         let b = entry(&store, "<message id='b'/>");
         let c = entry(&store, "<message id='c'/>");
@@ -726,8 +709,8 @@ mod tests {
                 .await
                 .unwrap();
         }
-        assert!(store.pending().unwrap().is_empty());
-        let dead = store.dead_letters().unwrap();
+        assert!(store.pending().await.unwrap().is_empty());
+        let dead = store.dead_letters().await.unwrap();
         assert_eq!(
             dead.iter().map(|d| d.entry.clone()).collect::<Vec<_>>(),
             vec![a.clone(), b.clone(), c.clone()]
@@ -735,7 +718,8 @@ mod tests {
         assert_eq!(dead[1].reason, "HTTP 503 for <message id='b'/>");
 
         let revived = store
-            .revive(&Selection::Positions(vec![c.position, a.position]))
+            .revive(Selection::Positions(vec![c.position, a.position]))
+            .await
             .unwrap();
         assert_eq!(
             revived
@@ -749,9 +733,9 @@ mod tests {
             revived.iter().all(|e| e.position >= 3),
             "at the end of the queue"
         );
-        assert_eq!(store.pending().unwrap(), revived);
-        assert_eq!(store.purge(&Selection::All).unwrap(), 1);
-        assert!(store.dead_letters().unwrap().is_empty());
+        assert_eq!(store.pending().await.unwrap(), revived);
+        assert_eq!(store.purge(Selection::All).await.unwrap(), 1);
+        assert!(store.dead_letters().await.unwrap().is_empty());
     }
 
     #[tokio::test]
@@ -760,7 +744,7 @@ mod tests {
         let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
         let parent = tempfile::tempdir().unwrap();
         let dir = parent.path().join("state").join("queue");
-        let store = Store::open(&dir).unwrap();
+        let store = RedbQueue::open(&dir).unwrap();
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&parent.path().join("state")), 0o700);
         assert_eq!(mode(&dir.join(FILE_NAME)), 0o600);
@@ -778,12 +762,13 @@ mod tests {
             position: 9,
             id: 4,
             received_ms: 5,
+            direction: Direction::ToHook,
             raw: "<message/>".into(),
         };
         let bytes = encode_entry(&e);
-        assert_eq!(decode_entry(9, &bytes), Some(e.clone()));
+        assert_eq!(decode_entry(9, Direction::ToHook, &bytes), Some(e.clone()));
         for cut in 0..17 {
-            assert_eq!(decode_entry(9, &bytes[..cut]), None);
+            assert_eq!(decode_entry(9, Direction::ToHook, &bytes[..cut]), None);
         }
         let letter = DeadLetter {
             entry: e,
