@@ -146,9 +146,11 @@ pub(crate) async fn execute(
             }
         })
     };
-    result.await.unwrap_or_else(|error: QueueError| Response::Error {
-        message: error.to_string(),
-    })
+    result
+        .await
+        .unwrap_or_else(|error: QueueError| Response::Error {
+            message: error.to_string(),
+        })
 }
 
 /// The selection, and the asked-for ids that are not dead letters.

@@ -13,13 +13,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::admin::ControlSocket;
+use crate::api::{ApiState, Listeners};
 use crate::bridge::delivery::Delivery;
 use crate::bridge::outbox::Outbox;
+use crate::bridge::outgoing::Outgoing;
 use crate::bridge::router::Router;
 use crate::config::Config;
 use crate::limits;
-use crate::queue::{self, QueueError};
+use crate::queue::{self, Direction, QueueError};
 use crate::webhook::client::{ClientError, HookClient};
+use crate::xmpp::codec::ReadLimits;
 use crate::xmpp::session::{LinkState, Session};
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +31,8 @@ pub enum StartError {
     Hook(#[from] ClientError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error("{0}")]
+    Api(std::io::Error),
 }
 
 /// Runs the component until `shutdown` completes, then stops it gracefully.
@@ -35,6 +40,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let config = Arc::new(config);
     let hook = HookClient::new(&config.webhook)?;
     let queue = queue::open(&config.queue)?;
+    let api_listeners = match &config.api {
+        Some(api) => Some(Listeners::bind(api).await.map_err(StartError::Api)?),
+        None => None,
+    };
+    let (written_tx, written_rx) = mpsc::unbounded_channel();
     let (inbound_tx, inbound_rx) = mpsc::channel(limits::INBOUND_QUEUE);
     let (outbound_tx, outbound_rx) = mpsc::channel(limits::OUTBOUND_QUEUE);
     let (state_tx, _state_rx) = watch::channel(LinkState::Connecting);
@@ -46,6 +56,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         config: config.clone(),
         inbound: inbound_tx,
         outbound: outbound_rx,
+        written: written_tx,
         state: state_tx,
         reading: reading.clone(),
         stop_reading: stop_reading.clone(),
@@ -61,16 +72,33 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         queue.clone(),
         stop_reading.clone(),
     );
+    let outgoing = Outgoing::new(
+        outbox.clone(),
+        queue.clone(),
+        delivery.bounds(),
+        delivery.pending_iqs(),
+        ReadLimits {
+            max_stanza_bytes: config.max_stanza_bytes,
+            max_depth: config.max_depth,
+        },
+        written_rx,
+    );
     let mut control_task = None;
     if queue.durable() {
-        let waiting = queue.pending().await?;
-        if !waiting.is_empty() {
+        let (to_hook, to_server): (Vec<_>, Vec<_>) = queue
+            .pending()
+            .await?
+            .into_iter()
+            .partition(|entry| entry.direction == Direction::ToHook);
+        if !to_hook.is_empty() || !to_server.is_empty() {
             info!(
-                stanzas = waiting.len(),
+                for_the_hook = to_hook.len(),
+                for_the_server = to_server.len(),
                 "resuming the stanzas the queue holds"
             );
         }
-        delivery.resume(waiting);
+        outgoing.resume(to_server);
+        delivery.resume(to_hook);
         // Without the socket the component still works; only `dead-letters` needs it, and only
         // while this instance runs.
         match ControlSocket::bind(&config.queue.data_dir) {
@@ -87,10 +115,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             ),
         }
     }
+    let api_stop = CancellationToken::new();
+    let api_task = api_listeners
+        .zip(config.api.clone())
+        .map(|(listeners, api)| {
+            let state = ApiState {
+                config: config.clone(),
+                api: Arc::new(api),
+                outgoing: outgoing.clone(),
+            };
+            tokio::spawn(listeners.serve(state, api_stop.clone()))
+        });
     let router = Router {
         config: config.clone(),
         delivery: delivery.clone(),
         outbox,
+        outgoing,
         reading,
     };
     let router_task = tokio::spawn(router.run(inbound_rx, stop_reading.clone()));
@@ -99,6 +139,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     shutdown.await;
     info!("shutting down: no new stanzas are read; waiting for deliveries in flight");
     stop_reading.cancel();
+    api_stop.cancel();
     let drain_until = Instant::now() + limits::SHUTDOWN_DRAIN;
     if timeout_at(drain_until, router_task).await.is_err() {
         warn!(
@@ -116,8 +157,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         );
     }
     let flush_until = Instant::now() + limits::SHUTDOWN_FLUSH;
-    if timeout_at(flush_until, queue.flush()).await.is_err()
-    {
+    if timeout_at(flush_until, queue.flush()).await.is_err() {
         warn!("the queue file did not confirm its last commit in time");
     }
     finish.cancel();
@@ -129,6 +169,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         );
     }
     if let Some(task) = control_task {
+        task.abort();
+    }
+    if let Some(task) = api_task {
         task.abort();
     }
     info!("stopped");

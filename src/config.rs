@@ -53,6 +53,13 @@ impl Secret {
     }
 }
 
+#[cfg(test)]
+impl Secret {
+    pub(crate) fn for_tests(value: &str) -> Self {
+        Secret(value.to_owned())
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret([redacted])")
@@ -127,6 +134,26 @@ pub struct Config {
     pub(crate) disco_name: String,
     pub(crate) webhook: WebhookConfig,
     pub queue: QueueConfig,
+    /// The inbound HTTP API (README, "The HTTP API"); `None` unless `[api] listen` is set.
+    pub(crate) api: Option<ApiConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ApiConfig {
+    pub(crate) listen: Vec<std::net::SocketAddr>,
+    /// A request body larger than this is refused with `413`.
+    pub(crate) max_body_bytes: usize,
+    pub(crate) tokens: Vec<ApiToken>,
+}
+
+/// One `[[api.tokens]]` entry.
+#[derive(Debug, Clone)]
+pub(crate) struct ApiToken {
+    /// Shown in logs instead of the token.
+    pub(crate) name: String,
+    pub(crate) token: Secret,
+    /// Localparts this token may send as: exact, with `*` globs, or `""` for the bare domain.
+    pub(crate) from: Vec<String>,
 }
 
 /// Where forwarded stanzas wait, how many may, and how long they are retried (README, "Delivery").
@@ -183,6 +210,26 @@ struct RawConfig {
     disco: RawDisco,
     #[serde(default)]
     webhook: RawWebhook,
+    api: Option<RawApi>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    listen: Option<OneOrMany>,
+    max_body_bytes: Option<usize>,
+    #[serde(default)]
+    tokens: Vec<RawToken>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    name: Option<String>,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+    token_env: Option<String>,
+    from: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -216,10 +263,7 @@ struct RawWebhook {
 
 /// A key that takes one string or a list of them (`signing_secret`, for key rotation).
 #[derive(Debug, Deserialize)]
-#[serde(
-    untagged,
-    expecting = "`signing_secret` must be a string or an array of strings"
-)]
+#[serde(untagged, expecting = "a string or an array of strings")]
 enum OneOrMany {
     One(String),
     Many(Vec<String>),
@@ -359,7 +403,13 @@ impl Validator<'_> {
                 "must be one of \"away\", \"chat\", \"dnd\", \"xa\"",
             ));
         }
+        let api = raw
+            .api
+            .map(|api| self.api(api, max_stanza_bytes))
+            .transpose()?
+            .flatten();
         Ok(Config {
+            api,
             tls_server_name: raw.tls_server_name.unwrap_or_else(|| host.to_owned()),
             domain,
             server,
@@ -606,6 +656,140 @@ impl Validator<'_> {
         Ok(Some(Secret(value)))
     }
 
+    fn api(&self, raw: RawApi, max_stanza_bytes: usize) -> Result<Option<ApiConfig>, ConfigError> {
+        let Some(listen) = raw.listen else {
+            if !raw.tokens.is_empty() {
+                return Err(self.invalid(
+                    "api.listen",
+                    "is not set, so the API is off and [[api.tokens]] are unused; set it, e.g. \"127.0.0.1:5281\"",
+                ));
+            }
+            return Ok(None);
+        };
+        let listen = listen
+            .into_vec()
+            .iter()
+            .map(|address| {
+                address.parse().map_err(|_| {
+                    self.invalid(
+                        "api.listen",
+                        format!("must be ip:port such as \"127.0.0.1:5281\" (or a list of them); got {address:?}"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if listen.is_empty() {
+            return Err(self.invalid("api.listen", "is an empty list; give at least one ip:port"));
+        }
+        let max_body_bytes = self.count(
+            "api.max_body_bytes",
+            raw.max_body_bytes,
+            max_stanza_bytes,
+            limits::MAX_STANZA_BYTES_RANGE,
+        )?;
+        let mut tokens: Vec<ApiToken> = Vec::new();
+        for (index, raw) in raw.tokens.into_iter().enumerate() {
+            let token = self.api_token(index, raw)?;
+            if tokens.iter().any(|t| t.name == token.name) {
+                return Err(self.invalid(
+                    "api.tokens.name",
+                    format!(
+                        "{:?} is used by two entries; names must be unique",
+                        token.name
+                    ),
+                ));
+            }
+            if tokens.iter().any(|t| t.token == token.token) {
+                return Err(self.invalid(
+                    "api.tokens.token",
+                    format!(
+                        "of {:?} is the same as another entry's; give each its own",
+                        token.name
+                    ),
+                ));
+            }
+            tokens.push(token);
+        }
+        Ok(Some(ApiConfig {
+            listen,
+            max_body_bytes,
+            tokens,
+        }))
+    }
+
+    fn api_token(&self, index: usize, raw: RawToken) -> Result<ApiToken, ConfigError> {
+        let name = raw.name.filter(|n| !n.is_empty()).ok_or_else(|| {
+            self.invalid(
+                "api.tokens.name",
+                format!(
+                    "is missing in entry {}: every token needs a name for the logs",
+                    index + 1
+                ),
+            )
+        })?;
+        let sources = [
+            raw.token.is_some(),
+            raw.token_file.is_some(),
+            raw.token_env.is_some(),
+        ];
+        if sources.iter().filter(|set| **set).count() != 1 {
+            return Err(self.invalid(
+                "api.tokens.token",
+                format!("of {name:?}: set exactly one of `token`, `token_file` and `token_env`"),
+            ));
+        }
+        let token = match raw.token_env {
+            Some(variable) => (self.env)(&variable)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| {
+                    self.invalid(
+                        "api.tokens.token_env",
+                        format!("of {name:?} names {variable:?}, which is not set or empty"),
+                    )
+                })?,
+            None => self
+                .secret(
+                    "api.tokens.token",
+                    raw.token,
+                    "api.tokens.token_file",
+                    raw.token_file,
+                    "",
+                )?
+                .map(|secret| secret.0)
+                .unwrap_or_default(),
+        };
+        if token.len() < limits::MIN_API_TOKEN_BYTES {
+            return Err(self.invalid(
+                "api.tokens.token",
+                format!(
+                    "of {name:?} is shorter than {} characters; use a long random one, e.g. `openssl rand -hex 32`",
+                    limits::MIN_API_TOKEN_BYTES
+                ),
+            ));
+        }
+        let from = raw.from.unwrap_or_default();
+        if from.is_empty() {
+            return Err(self.invalid(
+                "api.tokens.from",
+                format!("of {name:?} is missing or empty: list the localparts this token may send as, e.g. [\"alerts\"]"),
+            ));
+        }
+        for pattern in &from {
+            let literal = pattern.replace('*', "a");
+            if !pattern.is_empty() && jid::NodePart::new(&literal).is_err() {
+                return Err(self.invalid(
+                    "api.tokens.from",
+                    format!("of {name:?} lists {pattern:?}, which is not a localpart (\"*\" globs and \"\" for the bare domain are allowed)"),
+                ));
+            }
+        }
+        Ok(ApiToken {
+            name,
+            token: Secret(token),
+            from,
+        })
+    }
+
     /// The PEM certificates of `tls_ca_file`, read once at load so that a typo fails at start.
     fn certificates(
         &self,
@@ -718,6 +902,72 @@ component_post_url = "https://hooks.example.org/xmpp"
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml(text, Path::new("test.toml"), &|_| None)
+    }
+
+    #[test]
+    fn api_tokens_come_from_one_source_each_and_bad_ones_name_their_key() {
+        let api = |tokens: &str| {
+            format!("{MINIMAL}\n[api]\nlisten = [\"127.0.0.1:5281\", \"[::1]:5281\"]\n{tokens}")
+        };
+        let text = api(
+            "[[api.tokens]]\nname = \"a\"\ntoken = \"0123456789abcdef\"\nfrom = [\"alerts\", \"ops-*\"]\n\
+             [[api.tokens]]\nname = \"b\"\ntoken_env = \"B_TOKEN\"\nfrom = [\"\"]\n",
+        );
+        let config = Config::from_toml(&text, Path::new("t.toml"), &|name| {
+            (name == "B_TOKEN").then(|| "fedcba9876543210".to_owned())
+        })
+        .unwrap();
+        let api_config = config.api.as_ref().unwrap();
+        assert_eq!(api_config.listen.len(), 2);
+        assert_eq!(api_config.max_body_bytes, config.max_stanza_bytes);
+        assert_eq!(api_config.tokens[1].token.expose(), "fedcba9876543210");
+        assert!(!format!("{config:?}").contains("0123456789abcdef"));
+        assert!(
+            parse(MINIMAL).unwrap().api.is_none(),
+            "off unless listen is set"
+        );
+
+        let one = |fields: &str| api(&format!("[[api.tokens]]\nname = \"a\"\n{fields}\n"));
+        let cases = [
+            (one("from = [\"a\"]"), "api.tokens.token"),
+            (
+                one("token = \"0123456789abcdef\"\ntoken_env = \"X\"\nfrom = [\"a\"]"),
+                "api.tokens.token",
+            ),
+            (one("token = \"short\"\nfrom = [\"a\"]"), "api.tokens.token"),
+            (
+                one("token_env = \"UNSET\"\nfrom = [\"a\"]"),
+                "api.tokens.token_env",
+            ),
+            (
+                one("token_file = \"/nonexistent/token\"\nfrom = [\"a\"]"),
+                "api.tokens.token_file",
+            ),
+            (one("token = \"0123456789abcdef\""), "api.tokens.from"),
+            (
+                one("token = \"0123456789abcdef\"\nfrom = [\"a b\"]"),
+                "api.tokens.from",
+            ),
+            (
+                api("[[api.tokens]]\ntoken = \"0123456789abcdef\"\nfrom = [\"a\"]\n"),
+                "api.tokens.name",
+            ),
+            (
+                format!("{MINIMAL}\n[api]\nlisten = \"localhost\"\n"),
+                "api.listen",
+            ),
+            (
+                format!(
+                    "{MINIMAL}\n[api]\n[[api.tokens]]\nname = \"a\"\ntoken = \"0123456789abcdef\"\nfrom = [\"a\"]\n"
+                ),
+                "api.listen",
+            ),
+        ];
+        for (text, key) in cases {
+            let error = parse(&text).unwrap_err().to_string();
+            assert!(error.contains(&format!("`{key}`")), "{key}: {error}");
+            assert!(!error.contains("0123456789abcdef"), "{error}");
+        }
     }
 
     #[test]

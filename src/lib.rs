@@ -14,6 +14,7 @@
 //! serves the dead-letter commands.
 #![forbid(unsafe_code)]
 pub mod admin;
+pub mod api;
 pub mod app;
 pub mod backoff;
 pub mod bridge;

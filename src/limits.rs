@@ -126,3 +126,18 @@ pub(crate) const HOOK_MAX_RESPONSE_BYTES_RANGE: RangeInclusive<usize> = 1..=(64 
 /// Extra `[webhook] headers`; far more than any hook needs, far below what the HTTP client
 /// can hold.
 pub(crate) const MAX_HOOK_HEADERS: usize = 100;
+
+/// The HTTP API (README, "The HTTP API").
+/// Shortest token accepted: a guessable token would open the API to anyone who can reach it.
+pub(crate) const MIN_API_TOKEN_BYTES: usize = 16;
+/// How long an iq get/set sent through the API waits for its answer by default, and at most.
+pub(crate) const API_IQ_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+pub(crate) const API_IQ_TIMEOUT_MAX: Duration = Duration::from_secs(120);
+/// How long an API request waits for room in the writer's queue before `503`.
+pub(crate) const API_OUTBOX_WAIT: Duration = Duration::from_secs(5);
+/// How long a request may take to send its headers and body.
+pub(crate) const API_REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The `Retry-After` of a `503` for a full queue or a full writer.
+pub(crate) const API_RETRY_AFTER: Duration = Duration::from_secs(5);
+/// iq get/set sent through the API and waiting for their answer at once.
+pub(crate) const API_IQ_WAITING_MAX: usize = 1024;

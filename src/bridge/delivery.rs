@@ -136,6 +136,16 @@ impl Delivery {
         delivery
     }
 
+    /// What the queue holds against its bounds; shared with what the API sends.
+    pub(crate) fn bounds(&self) -> Arc<Bounds> {
+        self.inner.bounds.clone()
+    }
+
+    /// Forwarded iq the hook answered `202`; the API answers them.
+    pub(crate) fn pending_iqs(&self) -> PendingIqs {
+        self.inner.pending_iqs.clone()
+    }
+
     /// Admits a forwarded stanza: refuses it with `wait/resource-constraint` if the queue is
     /// full, else queues it (waiting only while the disk writer is behind).
     pub(crate) async fn submit(&self, stanza: Stanza) {
@@ -353,7 +363,8 @@ impl Inner {
         }
         // After the stop a stored stanza waits in the queue for the next start rather than begin
         // a call the drain may cut short; one held only in memory is still tried.
-        if self.abandon.is_cancelled() || (self.kept_at(&job).is_some() && self.stop.is_cancelled()) {
+        if self.abandon.is_cancelled() || (self.kept_at(&job).is_some() && self.stop.is_cancelled())
+        {
             self.not_delivered(job).await;
             return;
         }

@@ -4,6 +4,7 @@ pub mod bounds;
 pub mod builtin;
 pub mod delivery;
 pub mod outbox;
+pub mod outgoing;
 pub mod payload;
 pub mod pending_iq;
 pub mod reply;

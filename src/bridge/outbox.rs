@@ -1,14 +1,21 @@
 //! The one way the bridge sends a stanza: check it ([`Outbound::check`]), then queue it for the
-//! socket's writer. A refused stanza is logged with the reason and dropped; the link stays up.
+//! socket's writer. A refused reply is logged with the reason and dropped; the link stays up.
+//! Replies wait for room in the writer's queue (that is backpressure on the hook calls); the API
+//! waits a bounded time ([`Outbox::send_within`]) and tells its client when there is none.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use minidom::Element;
 use tokio::sync::mpsc;
 use tracing::warn;
 
 use crate::config::Config;
-use crate::xmpp::stanza::{Outbound, Stanza, StanzaError, error_reply};
+use crate::xmpp::stanza::{Outbound, OutboundError, Stanza, StanzaError, error_reply};
+
+/// The writer's queue stayed full for the whole wait: the link is down or the server slow.
+#[derive(Debug)]
+pub(crate) struct WriterBusy;
 
 #[derive(Clone)]
 pub(crate) struct Outbox {
@@ -21,16 +28,40 @@ impl Outbox {
         Self { config, queue }
     }
 
+    /// Checks `element` as everything sent must be: what the server would close the stream
+    /// over is refused.
+    pub(crate) fn check(&self, element: Element) -> Result<Outbound, OutboundError> {
+        Outbound::check(element, &self.config.domain, self.config.max_stanza_bytes)
+    }
+
     /// Checks and queues `element`; waits while the writer's queue is full.
     pub(crate) async fn send(&self, element: Element) {
-        match Outbound::check(element, &self.config.domain, self.config.max_stanza_bytes) {
-            Ok(out) => {
-                // The writer only goes away at shutdown, when there is nobody left to tell.
-                let _ = self.queue.send(out).await;
-            }
+        match self.check(element) {
+            Ok(out) => self.send_checked(out).await,
             Err(reason) => {
                 warn!("reply not sent, the server would close the stream over it: {reason}")
             }
+        }
+    }
+
+    /// Queues a checked stanza; waits while the writer's queue is full.
+    pub(crate) async fn send_checked(&self, out: Outbound) {
+        // The writer only goes away at shutdown, when there is nobody left to tell.
+        let _ = self.queue.send(out).await;
+    }
+
+    /// Queues a checked stanza if the writer's queue has room within `wait`.
+    pub(crate) async fn send_within(
+        &self,
+        out: Outbound,
+        wait: Duration,
+    ) -> Result<(), WriterBusy> {
+        match tokio::time::timeout(wait, self.queue.reserve()).await {
+            Ok(Ok(room)) => {
+                room.send(out);
+                Ok(())
+            }
+            _ => Err(WriterBusy),
         }
     }
 

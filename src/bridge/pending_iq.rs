@@ -97,13 +97,6 @@ impl PendingIqs {
     }
 
     /// The waiting iq that `(sender, addressed, id)` answers, removed (its timeout cancelled).
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "the inbound API's answer to a waiting iq will call it"
-        )
-    )]
     pub(crate) fn complete(&self, sender: &str, addressed: &str, id: &str) -> Option<Stanza> {
         let mut state = self.lock();
         let key = (sender.to_owned(), addressed.to_owned(), id.to_owned());

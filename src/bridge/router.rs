@@ -14,6 +14,7 @@ use tracing::{debug, warn};
 use crate::bridge::builtin;
 use crate::bridge::delivery::Delivery;
 use crate::bridge::outbox::Outbox;
+use crate::bridge::outgoing::Outgoing;
 use crate::config::Config;
 use crate::logging::excerpt;
 use crate::xmpp::stanza::{Kind, Stanza};
@@ -22,6 +23,8 @@ pub(crate) struct Router {
     pub(crate) config: Arc<Config>,
     pub(crate) delivery: Delivery,
     pub(crate) outbox: Outbox,
+    /// Waits for the answers of iq sent through the API.
+    pub(crate) outgoing: Outgoing,
     /// Held by the session's reader while it runs (see [`crate::xmpp::session::Session`]).
     pub(crate) reading: Arc<Mutex<()>>,
 }
@@ -84,6 +87,15 @@ impl Router {
     }
 
     async fn handle(&self, stanza: Stanza) {
+        let stanza =
+            if stanza.kind == Kind::Iq && matches!(stanza.type_(), Some("result" | "error")) {
+                match self.outgoing.take_answer(stanza) {
+                    Some(stanza) => stanza,
+                    None => return,
+                }
+            } else {
+                stanza
+            };
         match route(&stanza, &self.config) {
             Route::Forward => self.delivery.submit(stanza).await,
             Route::AnswerLocally => {

@@ -7,9 +7,7 @@
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use crate::queue::{
-    Backend, Committed, DeadLetter, Entry, ProcessIds, QueueError, Selection,
-};
+use crate::queue::{Backend, Committed, DeadLetter, Entry, ProcessIds, QueueError, Selection};
 
 pub struct MemoryQueue {
     ids: ProcessIds,

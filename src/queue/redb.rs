@@ -273,15 +273,18 @@ impl Backend for RedbQueue {
     }
 
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
-        self.blocking(|queue| queue.read_all(DEAD, decode_dead)).await
+        self.blocking(|queue| queue.read_all(DEAD, decode_dead))
+            .await
     }
 
     async fn revive(&self, selection: Selection) -> Result<Vec<Entry>, QueueError> {
-        self.blocking(move |queue| queue.revive_now(&selection)).await
+        self.blocking(move |queue| queue.revive_now(&selection))
+            .await
     }
 
     async fn purge(&self, selection: Selection) -> Result<usize, QueueError> {
-        self.blocking(move |queue| queue.purge_now(&selection)).await
+        self.blocking(move |queue| queue.purge_now(&selection))
+            .await
     }
 }
 

@@ -51,6 +51,9 @@ pub(crate) struct Session {
     pub(crate) inbound: mpsc::Sender<Stanza>,
     /// Stanzas to write, from everyone.
     pub(crate) outbound: mpsc::Receiver<Outbound>,
+    /// The receipts of written stanzas that asked for one, a batch per write. Unbounded, but
+    /// only stanzas the queue holds (within its bounds) ask for a receipt.
+    pub(crate) written: mpsc::UnboundedSender<Vec<u64>>,
     pub(crate) state: watch::Sender<LinkState>,
     /// Held by the reader while it runs, so that at a stop the router can tell when every
     /// stanza read has been handed over.
@@ -155,7 +158,7 @@ impl Session {
         let mut batch = Vec::with_capacity(limits::READ_CHUNK_BYTES);
 
         if !unsent.is_empty()
-            && let Err(error) = write_batch(&mut writer, unsent, &mut batch).await
+            && let Err(error) = self.write_batch(&mut writer, unsent, &mut batch).await
         {
             return Ended::Failed(error);
         }
@@ -195,7 +198,7 @@ impl Session {
                     while let Ok(out) = self.outbound.try_recv() {
                         unsent.push_back(out);
                     }
-                    let _ = write_batch(&mut writer, unsent, &mut batch).await;
+                    let _ = self.write_batch(&mut writer, unsent, &mut batch).await;
                     return close(writer).await;
                 }
                 out = self.outbound.recv() => {
@@ -212,7 +215,7 @@ impl Session {
                             Err(_) => break,
                         }
                     }
-                    if let Err(error) = write_batch(&mut writer, unsent, &mut batch).await {
+                    if let Err(error) = self.write_batch(&mut writer, unsent, &mut batch).await {
                         return Ended::Failed(error);
                     }
                     last_write = Instant::now();
@@ -248,19 +251,26 @@ impl Session {
     }
 }
 
-/// Writes queued stanzas; on failure they stay queued for the next connection.
-async fn write_batch(
-    writer: &mut WriteHalf<BoxedIo>,
-    unsent: &mut VecDeque<Outbound>,
-    batch: &mut Vec<u8>,
-) -> Result<(), LinkError> {
-    batch.clear();
-    for out in unsent.iter() {
-        batch.extend_from_slice(out.bytes.as_bytes());
+impl Session {
+    /// Writes queued stanzas and reports their receipts; on failure they stay queued for the
+    /// next connection.
+    async fn write_batch(
+        &self,
+        writer: &mut WriteHalf<BoxedIo>,
+        unsent: &mut VecDeque<Outbound>,
+        batch: &mut Vec<u8>,
+    ) -> Result<(), LinkError> {
+        batch.clear();
+        for out in unsent.iter() {
+            batch.extend_from_slice(out.bytes.as_bytes());
+        }
+        write_timed(writer, batch).await?;
+        let receipts: Vec<u64> = unsent.drain(..).filter_map(|out| out.receipt).collect();
+        if !receipts.is_empty() {
+            let _ = self.written.send(receipts);
+        }
+        Ok(())
     }
-    write_timed(writer, batch).await?;
-    unsent.clear();
-    Ok(())
 }
 
 async fn write_timed(writer: &mut WriteHalf<BoxedIo>, bytes: &[u8]) -> Result<(), LinkError> {

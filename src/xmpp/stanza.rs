@@ -205,6 +205,24 @@ impl StanzaError {
     pub(crate) fn internal_server_error() -> Self {
         Self::new(ErrorType::Cancel, "internal-server-error")
     }
+
+    /// Its `<error>` element, generated `by` the given JID if any.
+    pub(crate) fn to_element(&self, by: Option<&str>) -> Element {
+        let mut error = Element::builder("error", NS_COMPONENT)
+            .attr(ncname("type"), self.type_.as_str())
+            .append(Element::bare(self.condition, NS_STANZAS));
+        if let Some(by) = by {
+            error = error.attr(ncname("by"), by);
+        }
+        if let Some(text) = &self.text {
+            error = error.append(
+                Element::builder("text", NS_STANZAS)
+                    .append(text.as_str())
+                    .build(),
+            );
+        }
+        error.build()
+    }
 }
 
 /// The error reply to `original`: addresses swapped, same id, an `<error>` carrying `by`.
@@ -213,21 +231,10 @@ pub fn error_reply(original: &Stanza, error: &StanzaError, by: &str) -> Option<E
     if original.must_not_be_answered() {
         return None;
     }
-    let mut error_element = Element::builder("error", NS_COMPONENT)
-        .attr(ncname("type"), error.type_.as_str())
-        .attr(ncname("by"), by)
-        .append(Element::bare(error.condition, NS_STANZAS));
-    if let Some(text) = &error.text {
-        error_element = error_element.append(
-            Element::builder("text", NS_STANZAS)
-                .append(text.as_str())
-                .build(),
-        );
-    }
     Some(
         original
             .reply_builder(original.kind.as_str(), "error")
-            .append(error_element.build())
+            .append(error.to_element(Some(by)))
             .build(),
     )
 }
@@ -262,6 +269,9 @@ pub enum OutboundError {
 pub struct Outbound {
     pub kind: Kind,
     pub bytes: String,
+    /// Reported on the session's `written` channel once the stanza is written to the socket,
+    /// for a sender that keeps the stanza until then (README, "The HTTP API").
+    pub receipt: Option<u64>,
 }
 
 impl Outbound {
@@ -303,7 +313,11 @@ impl Outbound {
         // The writer produces UTF-8 from UTF-8 strings.
         let bytes =
             String::from_utf8(bytes).map_err(|_| OutboundError::InvalidCharacter(0xFFFD))?;
-        Ok(Outbound { kind, bytes })
+        Ok(Outbound {
+            kind,
+            bytes,
+            receipt: None,
+        })
     }
 }
 

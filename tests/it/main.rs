@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod api;
 mod builtin;
 mod config;
 mod dead_letters;

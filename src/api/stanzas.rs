@@ -1,0 +1,411 @@
+//! `POST /v1/stanzas` and `POST /msg/{to}` (README, "The HTTP API"): authenticate, read the body
+//! within its limit, compose the stanza, check who it may come from, and hand it to
+//! [`Outgoing`](crate::bridge::outgoing::Outgoing): messages and presence are queued (`202`, or
+//! `201` on `/msg`), iq answers complete a waiting iq, iq requests wait for their answer.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use minidom::Element;
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::api::auth::{self, Caller};
+use crate::api::compose::{self, ComposeError, IqAnswer, StanzaRequest};
+use crate::api::{ApiState, Problem};
+use crate::bridge::outgoing::SendError;
+use crate::limits;
+use crate::xmpp::codec::ReadLimits;
+use crate::xmpp::stanza::{Kind, ncname};
+
+/// The answer to a stanza accepted for sending.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Accepted {
+    /// The stanza's `id` (generated when the request gave none).
+    pub(crate) id: String,
+}
+
+/// Sends one stanza.
+#[utoipa::path(
+    post,
+    path = "/v1/stanzas",
+    params(("timeout" = Option<u64>, Query, description = "iq get/set: seconds to wait for the answer (1 to 120, default 30)")),
+    request_body(
+        description = "The stanza: its fields as JSON, or the stanza itself as application/xmpp+xml",
+        content(
+            (StanzaRequest = "application/json"),
+            (String = "application/xmpp+xml")
+        )
+    ),
+    responses(
+        (status = 200, description = "iq get/set: its answer", body = IqAnswer),
+        (status = 202, description = "message, presence, iq result/error: accepted", body = Accepted),
+        (status = 400, description = "unreadable body or query", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "no or unknown token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`from` outside the token's localparts or the domain", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "an iq answer nothing waits for, an id in use, or a room not joined", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "body over max_body_bytes", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "another media type", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "not an acceptable stanza", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "queue full or link down; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "no answer to the iq in time", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn post_stanza(
+    State(state): State<ApiState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let caller = match auth::authenticate(&headers, &state.api.tokens) {
+        Ok(caller) => caller,
+        Err(error) => {
+            return Problem::new(StatusCode::UNAUTHORIZED, error.detail()).into_response();
+        }
+    };
+    let wait = match iq_wait(&query) {
+        Ok(wait) => wait,
+        Err(problem) => return problem.into_response(),
+    };
+    let bytes = match read_body(&state, body).await {
+        Ok(bytes) => bytes,
+        Err(problem) => return problem.into_response(),
+    };
+    let limits = read_limits(&state);
+    let composed = match media(&headers) {
+        Media::Json => compose::from_json(&bytes, limits),
+        Media::Xmpp => match std::str::from_utf8(&bytes) {
+            Ok(xml) => compose::from_xml(xml, limits),
+            Err(_) => Err(ComposeError::Syntax("the body is not UTF-8".into())),
+        },
+        _ => {
+            return Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "send the stanza as application/json (its fields) or application/xmpp+xml (the stanza)",
+            )
+            .into_response();
+        }
+    };
+    let element = match composed {
+        Ok(element) => element,
+        Err(error) => return compose_problem(error).into_response(),
+    };
+    send(&state, &caller, element, wait, StatusCode::ACCEPTED).await
+}
+
+/// The fields `/msg` takes from a form or JSON.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(crate) struct MsgRequest {
+    body: Option<String>,
+    /// Default `chat`.
+    #[serde(rename = "type")]
+    type_: Option<String>,
+    /// Instead of the path's.
+    to: Option<String>,
+}
+
+/// mod_post_msg's form of the same: the path names the recipient, the body is the text.
+#[utoipa::path(
+    post,
+    path = "/msg/{to}",
+    params(("to" = String, Path, description = "The recipient's JID")),
+    request_body(
+        description = "The message text, or a form or JSON with `body`, `type` and `to`",
+        content(
+            (String = "text/plain"),
+            (MsgRequest = "application/x-www-form-urlencoded"),
+            (MsgRequest = "application/json")
+        )
+    ),
+    responses(
+        (status = 201, description = "accepted", body = Accepted),
+        (status = 400, description = "unreadable body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "no or unknown token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`from` outside the token's localparts or the domain", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "body over max_body_bytes", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "another media type", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "an empty body or not an acceptable message", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "queue full; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn post_msg(
+    State(state): State<ApiState>,
+    Path(to): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let caller = match auth::authenticate(&headers, &state.api.tokens) {
+        Ok(caller) => caller,
+        Err(error) => {
+            return Problem::new(StatusCode::UNAUTHORIZED, error.detail()).into_response();
+        }
+    };
+    let bytes = match read_body(&state, body).await {
+        Ok(bytes) => bytes,
+        Err(problem) => return problem.into_response(),
+    };
+    let fields = match media(&headers) {
+        Media::Text | Media::Missing => match String::from_utf8(bytes.to_vec()) {
+            Ok(text) => Ok(MsgRequest {
+                body: Some(text),
+                type_: None,
+                to: None,
+            }),
+            Err(_) => Err(ComposeError::Syntax("the body is not UTF-8 text".into())),
+        },
+        Media::Json => serde_json::from_slice(&bytes)
+            .map_err(|e| ComposeError::Syntax(format!("the body is not the JSON expected ({e})"))),
+        Media::Form => serde_urlencoded::from_bytes(&bytes)
+            .map_err(|e| ComposeError::Syntax(format!("the form cannot be read ({e})"))),
+        Media::Xmpp | Media::Other => {
+            return Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "/msg takes text/plain, a form or JSON with `body`; send whole stanzas to /v1/stanzas",
+            )
+            .into_response();
+        }
+    };
+    let fields = match fields {
+        Ok(fields) => fields,
+        Err(error) => return compose_problem(error).into_response(),
+    };
+    let Some(body) = fields.body.filter(|b| !b.is_empty()) else {
+        return Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the message body is empty: send its text as text/plain, or `body` in a form or JSON",
+        )
+        .into_response();
+    };
+    let request = StanzaRequest {
+        to: Some(fields.to.unwrap_or(to)),
+        type_: Some(fields.type_.unwrap_or_else(|| "chat".into())),
+        body: Some(body),
+        ..StanzaRequest::default()
+    };
+    let element = match compose::from_request(request, read_limits(&state)) {
+        Ok(element) => element,
+        Err(error) => return compose_problem(error).into_response(),
+    };
+    send(&state, &caller, element, None, StatusCode::CREATED).await
+}
+
+/// Checks the sender and sends; `accepted` is the status of a queued stanza.
+async fn send(
+    state: &ApiState,
+    caller: &Caller<'_>,
+    mut element: Element,
+    wait: Option<Duration>,
+    accepted: StatusCode,
+) -> Response {
+    let from = match sender(state, caller, element.attr("from")) {
+        Ok(from) => from,
+        Err(problem) => return problem.into_response(),
+    };
+    element.set_attr(rxml::Namespace::NONE, ncname("from"), from);
+    let id = element.attr("id").unwrap_or_default().to_owned();
+    let kind = Kind::of(&element);
+    let type_ = element.attr("type").unwrap_or_default().to_owned();
+    if kind == Some(Kind::Message) && type_ == "groupchat" {
+        return Problem::new(
+            StatusCode::CONFLICT,
+            format!(
+                "{} is not a room the component has joined, and joining rooms is not supported yet: send a chat message to the people instead",
+                element.attr("to").unwrap_or_default(),
+            ),
+        )
+        .into_response();
+    }
+    let outgoing = &state.outgoing;
+    let result = match (kind, type_.as_str()) {
+        (Some(Kind::Iq), "get" | "set") => {
+            let wait = wait.unwrap_or(limits::API_IQ_TIMEOUT_DEFAULT);
+            return match outgoing.ask(element, wait).await {
+                Ok(answer) => Json(compose::iq_answer(&answer)).into_response(),
+                Err(error) => send_problem(error).into_response(),
+            };
+        }
+        (Some(Kind::Iq), _) => outgoing.answer(element).await,
+        _ => outgoing.send(element).await,
+    };
+    match result {
+        Ok(()) => {
+            info!(token = %caller.token.name, id, "stanza accepted through the API");
+            (accepted, Json(Accepted { id })).into_response()
+        }
+        Err(error) => send_problem(error).into_response(),
+    }
+}
+
+/// The full `from` JID: the request's (a localpart, or a JID of the domain), a Basic user's, or
+/// the token's default; refused when outside what the token may send as.
+fn sender(state: &ApiState, caller: &Caller<'_>, given: Option<&str>) -> Result<String, Problem> {
+    let domain = &state.config.domain;
+    let given = given.or(caller.basic_user.as_deref());
+    let (localpart, resource) = match given {
+        None => match auth::default_localpart(caller.token) {
+            Some(localpart) => (localpart.to_owned(), None),
+            None => {
+                return Err(Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!(
+                        "give `from`: the token {:?} has no localpart without `*` to default to",
+                        caller.token.name
+                    ),
+                ));
+            }
+        },
+        Some(text) if !text.contains('@') && !text.contains('/') && text != domain.as_str() => {
+            (text.to_owned(), None)
+        }
+        Some(text) => {
+            let jid = jid::Jid::new(text).map_err(|_| {
+                Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("`from` {text:?} is not a valid JID or localpart"),
+                )
+            })?;
+            if jid.domain().as_str() != domain.as_str() {
+                return Err(Problem::new(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "`from` {text:?} is outside the component's domain {domain}; send from LOCALPART@{domain} or a bare localpart"
+                    ),
+                ));
+            }
+            (
+                jid.node().map(|n| n.to_string()).unwrap_or_default(),
+                jid.resource().map(|r| r.to_string()),
+            )
+        }
+    };
+    if !auth::may_send_as(caller.token, &localpart) {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "the token {:?} may not send as {:?}: add it to that token's `from` in [[api.tokens]]",
+                caller.token.name, localpart
+            ),
+        ));
+    }
+    let bare = if localpart.is_empty() {
+        domain.clone()
+    } else {
+        format!("{localpart}@{domain}")
+    };
+    let full = match resource {
+        Some(resource) => format!("{bare}/{resource}"),
+        None => bare,
+    };
+    jid::Jid::new(&full).map(|_| full.clone()).map_err(|_| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("`from` {full:?} is not a valid JID"),
+        )
+    })
+}
+
+fn iq_wait(query: &HashMap<String, String>) -> Result<Option<Duration>, Problem> {
+    let Some(text) = query.get("timeout") else {
+        return Ok(None);
+    };
+    let max = limits::API_IQ_TIMEOUT_MAX.as_secs();
+    match text.parse::<u64>() {
+        Ok(seconds) if (1..=max).contains(&seconds) => Ok(Some(Duration::from_secs(seconds))),
+        _ => Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            format!("`timeout` must be a whole number of seconds from 1 to {max}; got {text:?}"),
+        )),
+    }
+}
+
+async fn read_body(state: &ApiState, body: Body) -> Result<Bytes, Problem> {
+    let limit = state.api.max_body_bytes;
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is over {limit} bytes ([api] max_body_bytes), or was cut off"),
+        )
+    })
+}
+
+fn read_limits(state: &ApiState) -> ReadLimits {
+    ReadLimits {
+        max_stanza_bytes: state.config.max_stanza_bytes,
+        max_depth: state.config.max_depth,
+    }
+}
+
+enum Media {
+    Json,
+    Xmpp,
+    Text,
+    Form,
+    /// No `Content-Type` at all.
+    Missing,
+    Other,
+}
+
+fn media(headers: &HeaderMap) -> Media {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Media::Missing;
+    };
+    let Some(mime) = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse::<mime::Mime>().ok())
+    else {
+        return Media::Other;
+    };
+    match (
+        mime.type_().as_str(),
+        mime.subtype().as_str(),
+        mime.suffix().map(|s| s.as_str()),
+    ) {
+        ("application", "json", _) | ("application", _, Some("json")) => Media::Json,
+        ("application", "xmpp", Some("xml")) => Media::Xmpp,
+        ("text", "plain", _) => Media::Text,
+        ("application", "x-www-form-urlencoded", _) => Media::Form,
+        _ => Media::Other,
+    }
+}
+
+fn compose_problem(error: ComposeError) -> Problem {
+    match error {
+        ComposeError::Syntax(detail) => Problem::new(StatusCode::BAD_REQUEST, detail),
+        ComposeError::Invalid(detail) => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, detail),
+    }
+}
+
+fn send_problem(error: SendError) -> Problem {
+    let detail = error.to_string();
+    match error {
+        SendError::Refused(_) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{detail}; fix the stanza"),
+        ),
+        SendError::QueueFull
+        | SendError::NotStored(_)
+        | SendError::WriterBusy
+        | SendError::TooManyWaiting => Problem::unavailable(format!("{detail}; try again later")),
+        SendError::NothingWaiting { .. } => Problem::new(
+            StatusCode::CONFLICT,
+            format!("{detail} (it may have timed out after iq_timeout); nothing was sent"),
+        ),
+        SendError::DuplicateId => Problem::new(
+            StatusCode::CONFLICT,
+            format!("{detail}; use another id, or leave it out"),
+        ),
+        SendError::NoAnswer(_) => Problem::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "{detail}; raise ?timeout= (at most {} s) or try again",
+                limits::API_IQ_TIMEOUT_MAX.as_secs()
+            ),
+        ),
+    }
+}
