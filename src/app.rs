@@ -123,6 +123,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 config: config.clone(),
                 api: Arc::new(api),
                 outgoing: outgoing.clone(),
+                queue: queue.clone(),
+                in_progress: Default::default(),
             };
             tokio::spawn(listeners.serve(state, api_stop.clone()))
         });

@@ -718,15 +718,18 @@ impl Validator<'_> {
     }
 
     fn api_token(&self, index: usize, raw: RawToken) -> Result<ApiToken, ConfigError> {
-        let name = raw.name.filter(|n| !n.is_empty()).ok_or_else(|| {
-            self.invalid(
-                "api.tokens.name",
-                format!(
-                    "is missing in entry {}: every token needs a name for the logs",
-                    index + 1
-                ),
-            )
-        })?;
+        let name = raw
+            .name
+            .filter(|n| !n.is_empty() && !n.chars().any(char::is_control))
+            .ok_or_else(|| {
+                self.invalid(
+                    "api.tokens.name",
+                    format!(
+                        "is missing or not printable in entry {}: every token needs a name for the logs",
+                        index + 1
+                    ),
+                )
+            })?;
         let sources = [
             raw.token.is_some(),
             raw.token_file.is_some(),

@@ -141,3 +141,11 @@ pub(crate) const API_REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const API_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// iq get/set sent through the API and waiting for their answer at once.
 pub(crate) const API_IQ_WAITING_MAX: usize = 1024;
+/// How long an answer is remembered under its `Idempotency-Key`.
+pub(crate) const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Longest `Idempotency-Key` accepted.
+pub(crate) const IDEMPOTENCY_KEY_MAX_BYTES: usize = 255;
+/// How often expired answers are forgotten.
+pub(crate) const IDEMPOTENCY_PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+/// Answers a memory queue remembers at most.
+pub(crate) const MEMORY_REMEMBERED_MAX: usize = 100_000;

@@ -5,6 +5,7 @@
 
 pub(crate) mod auth;
 pub(crate) mod compose;
+pub(crate) mod idempotency;
 pub(crate) mod openapi;
 pub(crate) mod stanzas;
 
@@ -22,6 +23,7 @@ use tracing::{info, warn};
 use crate::bridge::outgoing::Outgoing;
 use crate::config::{ApiConfig, Config};
 use crate::limits;
+use crate::queue::Queue;
 
 /// What every handler gets.
 #[derive(Clone)]
@@ -29,6 +31,9 @@ pub(crate) struct ApiState {
     pub(crate) config: Arc<Config>,
     pub(crate) api: Arc<ApiConfig>,
     pub(crate) outgoing: Outgoing,
+    /// Where answers are remembered by idempotency key.
+    pub(crate) queue: Queue,
+    pub(crate) in_progress: idempotency::InProgress,
 }
 
 /// The API's listeners, bound before the component connects so that a taken port stops the start.
@@ -52,8 +57,17 @@ impl Listeners {
 
     /// Serves until `stop` is cancelled; requests in progress then get up to the drain to end.
     pub(crate) async fn serve(self, state: ApiState, stop: CancellationToken) {
-        let app = routes(state);
         let mut servers = tokio::task::JoinSet::new();
+        servers.spawn({
+            let (queue, stop) = (state.queue.clone(), stop.clone());
+            async move {
+                tokio::select! {
+                    _ = idempotency::forget_expired(queue) => {}
+                    _ = stop.cancelled() => {}
+                }
+            }
+        });
+        let app = routes(state);
         for listener in self.0 {
             let (app, stop) = (app.clone(), stop.clone());
             servers.spawn(async move {

@@ -6,17 +6,17 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use minidom::Element;
 use serde::{Deserialize, Serialize};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::api::auth::{self, Caller};
 use crate::api::compose::{self, ComposeError, IqAnswer, StanzaRequest};
+use crate::api::idempotency::{self, Claim, Start};
 use crate::api::{ApiState, Problem};
 use crate::bridge::outgoing::SendError;
 use crate::limits;
@@ -68,6 +68,11 @@ pub(crate) async fn post_stanza(
             return Problem::new(StatusCode::UNAUTHORIZED, error.detail()).into_response();
         }
     };
+    let claim = match idempotency_start(&state, &headers, &caller).await {
+        Ok(Ok(claim)) => claim,
+        Ok(Err(repeat)) => return repeat,
+        Err(problem) => return problem.into_response(),
+    };
     let wait = match iq_wait(&query) {
         Ok(wait) => wait,
         Err(problem) => return problem.into_response(),
@@ -95,7 +100,7 @@ pub(crate) async fn post_stanza(
         Ok(element) => element,
         Err(error) => return compose_problem(error).into_response(),
     };
-    send(&state, &caller, element, wait, StatusCode::ACCEPTED).await
+    send(&state, &caller, element, wait, StatusCode::ACCEPTED, claim).await
 }
 
 /// The fields `/msg` takes from a form or JSON.
@@ -145,6 +150,11 @@ pub(crate) async fn post_msg(
             return Problem::new(StatusCode::UNAUTHORIZED, error.detail()).into_response();
         }
     };
+    let claim = match idempotency_start(&state, &headers, &caller).await {
+        Ok(Ok(claim)) => claim,
+        Ok(Err(repeat)) => return repeat,
+        Err(problem) => return problem.into_response(),
+    };
     let bytes = match read_body(&state, body).await {
         Ok(bytes) => bytes,
         Err(problem) => return problem.into_response(),
@@ -191,7 +201,7 @@ pub(crate) async fn post_msg(
         Ok(element) => element,
         Err(error) => return compose_problem(error).into_response(),
     };
-    send(&state, &caller, element, None, StatusCode::CREATED).await
+    send(&state, &caller, element, None, StatusCode::CREATED, claim).await
 }
 
 /// Checks the sender and sends; `accepted` is the status of a queued stanza.
@@ -201,6 +211,7 @@ async fn send(
     mut element: Element,
     wait: Option<Duration>,
     accepted: StatusCode,
+    claim: Option<Claim>,
 ) -> Response {
     let from = match sender(state, caller, element.attr("from")) {
         Ok(from) => from,
@@ -221,24 +232,79 @@ async fn send(
         .into_response();
     }
     let outgoing = &state.outgoing;
-    let result = match (kind, type_.as_str()) {
+    let accepted_body = serde_json::to_string(&Accepted { id: id.clone() }).unwrap_or_default();
+    let (status, body) = match (kind, type_.as_str()) {
         (Some(Kind::Iq), "get" | "set") => {
             let wait = wait.unwrap_or(limits::API_IQ_TIMEOUT_DEFAULT);
-            return match outgoing.ask(element, wait).await {
-                Ok(answer) => Json(compose::iq_answer(&answer)).into_response(),
-                Err(error) => send_problem(error).into_response(),
-            };
+            match outgoing.ask(element, wait).await {
+                Ok(answer) => (
+                    StatusCode::OK,
+                    serde_json::to_string(&compose::iq_answer(&answer)).unwrap_or_default(),
+                ),
+                Err(error) => return send_problem(error).into_response(),
+            }
         }
-        (Some(Kind::Iq), _) => outgoing.answer(element).await,
-        _ => outgoing.send(element).await,
+        (Some(Kind::Iq), _) => match outgoing.answer(element).await {
+            Ok(()) => (accepted, accepted_body),
+            Err(error) => return send_problem(error).into_response(),
+        },
+        _ => {
+            // Remembered in the same commit as the stanza.
+            let remember = claim
+                .as_ref()
+                .map(|claim| idempotency::record(claim, accepted, accepted_body.clone()));
+            match outgoing.send(element, remember).await {
+                Ok(()) => {
+                    info!(token = %caller.token.name, id, "stanza accepted through the API");
+                    return json_response(accepted, accepted_body);
+                }
+                Err(error) => return send_problem(error).into_response(),
+            }
+        }
     };
-    match result {
-        Ok(()) => {
-            info!(token = %caller.token.name, id, "stanza accepted through the API");
-            (accepted, Json(Accepted { id })).into_response()
-        }
-        Err(error) => send_problem(error).into_response(),
+    if let Some(claim) = &claim
+        && let Err(reason) = state
+            .queue
+            .remember(idempotency::record(claim, status, body.clone()))
+            .await
+    {
+        warn!("the answer could not be remembered for its Idempotency-Key: {reason}");
     }
+    json_response(status, body)
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// The request's claim on its `Idempotency-Key`, or the answer to a repeat.
+async fn idempotency_start(
+    state: &ApiState,
+    headers: &HeaderMap,
+    caller: &Caller<'_>,
+) -> Result<Result<Option<Claim>, Response>, Problem> {
+    Ok(
+        match idempotency::start(
+            headers,
+            &caller.token.name,
+            &state.queue,
+            &state.in_progress,
+        )
+        .await?
+        {
+            None => Ok(None),
+            Some(Start::Fresh(claim)) => Ok(Some(claim)),
+            Some(Start::Repeat(first)) => {
+                let status = StatusCode::from_u16(first.status).unwrap_or(StatusCode::OK);
+                let mut response = json_response(status, first.body);
+                response.headers_mut().insert(
+                    "idempotent-replayed",
+                    axum::http::HeaderValue::from_static("true"),
+                );
+                Err(response)
+            }
+        },
+    )
 }
 
 /// The full `from` JID: the request's (a localpart, or a JID of the domain), a Basic user's, or

@@ -187,7 +187,7 @@ impl Delivery {
                 raw: stanza.raw.clone(),
             };
             Job {
-                committed: Some(inner.queue.append(entry).await),
+                committed: Some(inner.queue.append(entry, None).await),
                 position: Some(position),
                 webhook_id: inner.queue.webhook_id(position),
                 retry_until,

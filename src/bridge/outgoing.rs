@@ -24,7 +24,7 @@ use crate::bridge::bounds::{Bounds, Reservation};
 use crate::bridge::outbox::Outbox;
 use crate::bridge::pending_iq::PendingIqs;
 use crate::limits;
-use crate::queue::{self, Direction, Entry, Queue};
+use crate::queue::{self, Direction, Entry, Queue, Remembered};
 use crate::xmpp::codec::{ReadLimits, parse_stanza};
 use crate::xmpp::stanza::{Outbound, OutboundError, Stanza};
 
@@ -138,8 +138,13 @@ impl Outgoing {
         }
     }
 
-    /// A message or presence: checked, committed, then written in turn. Returns once committed.
-    pub(crate) async fn send(&self, element: Element) -> Result<(), SendError> {
+    /// A message or presence: checked, committed (with the answer to `remember` for it, if any),
+    /// then written in turn. Returns once committed.
+    pub(crate) async fn send(
+        &self,
+        element: Element,
+        remember: Option<Remembered>,
+    ) -> Result<(), SendError> {
         let inner = &self.inner;
         let out = inner.outbox.check(element)?;
         let reservation = inner
@@ -156,7 +161,7 @@ impl Outgoing {
         };
         inner
             .queue
-            .append(entry)
+            .append(entry, remember)
             .await
             .wait()
             .await

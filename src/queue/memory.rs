@@ -2,22 +2,48 @@
 //! committed at once, nothing is pending at start, and no dead letters are kept: a stanza whose
 //! retries run out is answered with its error and dropped, as the module does. The delivery stage
 //! holds the stanzas themselves (and their bounds) while they wait; a stop answers those not
-//! delivered, since nothing survives the process.
+//! delivered, since nothing survives the process. Remembered API answers live in a map of at most
+//! [`limits::MEMORY_REMEMBERED_MAX`] entries; past it the one that expires first is forgotten.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use crate::queue::{Backend, Committed, DeadLetter, Entry, ProcessIds, QueueError, Selection};
+use crate::limits;
+use crate::queue::{
+    Backend, Committed, DeadLetter, Entry, ProcessIds, QueueError, Remembered, Selection, now_ms,
+};
 
 pub struct MemoryQueue {
     ids: ProcessIds,
+    remembered: Mutex<HashMap<String, Remembered>>,
 }
 
 impl MemoryQueue {
     pub fn new() -> Self {
         Self {
             ids: ProcessIds::new(),
+            remembered: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn keep(&self, remembered: Remembered) {
+        let mut map = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= limits::MEMORY_REMEMBERED_MAX {
+            let now = now_ms();
+            map.retain(|_, r| r.expires_ms > now);
+        }
+        if map.len() >= limits::MEMORY_REMEMBERED_MAX
+            && let Some(first) = map
+                .values()
+                .min_by_key(|r| r.expires_ms)
+                .map(|r| r.key.clone())
+        {
+            map.remove(&first);
+        }
+        map.insert(remembered.key.clone(), remembered);
     }
 }
 
@@ -41,8 +67,26 @@ impl Backend for MemoryQueue {
         self.ids.webhook_id(id)
     }
 
-    async fn append(&self, _entry: Entry) -> Committed {
+    async fn append(&self, _entry: Entry, remember: Option<Remembered>) -> Committed {
+        if let Some(remembered) = remember {
+            self.keep(remembered);
+        }
         Committed::ready(Ok(()))
+    }
+
+    async fn remember(&self, remembered: Remembered) -> Result<(), String> {
+        self.keep(remembered);
+        Ok(())
+    }
+
+    async fn recall(&self, key: &str) -> Result<Option<Remembered>, QueueError> {
+        let map = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(map.get(key).filter(|r| r.expires_ms > now_ms()).cloned())
+    }
+
+    async fn forget_expired(&self, now_ms: u64) {
+        let mut map = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, r| r.expires_ms > now_ms);
     }
 
     async fn remove(&self, _position: u64) {}

@@ -5,8 +5,9 @@
 //! stage's; the dead-letter commands are [`crate::admin`]'s.
 //!
 //! A queue stores bytes in two directions ([`Direction`]): stanzas read from the server that wait
-//! for the hook, and stanzas sent through the API that wait for the server. It does not parse
-//! stanzas, schedule or call anything.
+//! for the hook, and stanzas sent through the API that wait for the server. It also remembers the
+//! API's answers by idempotency key ([`Remembered`]), committed together with the stanza they
+//! accepted. It does not parse stanzas, schedule or call anything.
 
 pub mod memory;
 pub mod redb;
@@ -45,8 +46,15 @@ pub trait Backend: Send + Sync + 'static {
     fn allocate(&self) -> u64;
     /// The `webhook-id` of the stanza numbered `id`.
     fn webhook_id(&self, id: u64) -> String;
-    /// Queues `entry` for the next commit; waits only while the backend's writer is behind.
-    async fn append(&self, entry: Entry) -> Committed;
+    /// Queues `entry` for the next commit, with the answer to remember for it if any (both are
+    /// committed together or not at all); waits only while the backend's writer is behind.
+    async fn append(&self, entry: Entry, remember: Option<Remembered>) -> Committed;
+    /// Remembers an answer on its own; returns once that is committed.
+    async fn remember(&self, remembered: Remembered) -> Result<(), String>;
+    /// The answer remembered under `key`, unless it has expired.
+    async fn recall(&self, key: &str) -> Result<Option<Remembered>, QueueError>;
+    /// Forgets the answers that expired before `now_ms`.
+    async fn forget_expired(&self, now_ms: u64);
     /// Removes a stanza that reached its final outcome, in the next commit.
     async fn remove(&self, position: u64);
     /// Moves a stanza to the dead letters; returns once that is committed. A backend that
@@ -118,6 +126,15 @@ pub struct Entry {
     pub direction: Direction,
     /// The stanza's XML.
     pub raw: String,
+}
+
+/// An answer of the API, remembered under its idempotency key until `expires_ms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remembered {
+    pub key: String,
+    pub expires_ms: u64,
+    pub status: u16,
+    pub body: String,
 }
 
 /// A stanza whose retries ran out, with why.

@@ -28,13 +28,15 @@ use tracing::{error, info, warn};
 
 use crate::limits;
 use crate::queue::{
-    Backend, Committed, DeadLetter, Direction, Entry, QueueError, Selection, now_ms,
+    Backend, Committed, DeadLetter, Direction, Entry, QueueError, Remembered, Selection, now_ms,
 };
 
 /// Position in the queue → [`Entry`] bytes.
 const PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("pending");
 /// Position in the queue → [`Entry`] bytes of a stanza sent through the API.
 const OUTGOING: TableDefinition<u64, &[u8]> = TableDefinition::new("outgoing");
+/// Idempotency key → [`Remembered`] bytes: the API's answers, kept until they expire.
+const REMEMBERED: TableDefinition<&str, &[u8]> = TableDefinition::new("remembered");
 /// Position the stanza had when it died → [`DeadLetter`] bytes.
 const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -64,7 +66,13 @@ from_redb!(
 );
 
 enum Write {
-    Append(Entry, oneshot::Sender<Result<(), String>>),
+    Append(
+        Entry,
+        Option<Remembered>,
+        oneshot::Sender<Result<(), String>>,
+    ),
+    Remember(Remembered, oneshot::Sender<Result<(), String>>),
+    ForgetExpired(u64),
     Remove(u64),
     Bury(u64, String, oneshot::Sender<Result<(), String>>),
     Flush(oneshot::Sender<()>),
@@ -237,10 +245,33 @@ impl Backend for RedbQueue {
         format!("msg_{:016x}_{id}", self.inner.instance)
     }
 
-    async fn append(&self, entry: Entry) -> Committed {
+    async fn append(&self, entry: Entry, remember: Option<Remembered>) -> Committed {
         let (done, committed) = oneshot::channel();
-        self.write(Write::Append(entry, done)).await;
+        self.write(Write::Append(entry, remember, done)).await;
         Committed(committed)
+    }
+
+    async fn remember(&self, remembered: Remembered) -> Result<(), String> {
+        let (done, committed) = oneshot::channel();
+        self.write(Write::Remember(remembered, done)).await;
+        Committed(committed).wait().await
+    }
+
+    async fn recall(&self, key: &str) -> Result<Option<Remembered>, QueueError> {
+        let key = key.to_owned();
+        self.blocking(move |queue| {
+            let read = queue.db()?.begin_read()?;
+            let table = read.open_table(REMEMBERED)?;
+            let found = table
+                .get(key.as_str())?
+                .and_then(|bytes| decode_remembered(&key, bytes.value()));
+            Ok(found.filter(|r| r.expires_ms > now_ms()))
+        })
+        .await
+    }
+
+    async fn forget_expired(&self, now_ms: u64) {
+        self.write(Write::ForgetExpired(now_ms)).await;
     }
 
     async fn remove(&self, position: u64) {
@@ -308,6 +339,7 @@ fn init_meta(db: &Database) -> Result<(u64, u64), QueueError> {
     let found = {
         write.open_table(PENDING)?;
         write.open_table(OUTGOING)?;
+        write.open_table(REMEMBERED)?;
         write.open_table(DEAD)?;
         let mut meta = write.open_table(META)?;
         let next = meta.get(META_NEXT_POSITION)?.map(|v| v.value());
@@ -399,15 +431,16 @@ impl Writer {
             let mut failed = Vec::new();
             for write in batch.drain(..) {
                 match write {
-                    Write::Append(entry, done) => {
+                    Write::Append(entry, _, done) => {
                         if result.is_err() {
                             failed.push(entry.position);
                         }
                         let _ = done.send(result.clone());
                     }
-                    Write::Bury(_, _, done) => {
+                    Write::Bury(_, _, done) | Write::Remember(_, done) => {
                         let _ = done.send(result.clone());
                     }
+                    Write::ForgetExpired(_) => {}
                     Write::Flush(done) => {
                         let _ = done.send(());
                     }
@@ -490,6 +523,7 @@ fn commit(db: &Database, batch: &[Write], unremoved: &[u64]) -> Result<(), Queue
         let mut pending = write.open_table(PENDING)?;
         let mut outgoing = write.open_table(OUTGOING)?;
         let mut dead = write.open_table(DEAD)?;
+        let mut remembered = write.open_table(REMEMBERED)?;
         let mut next_position = None;
         // A position is in one of the two tables; trying both is cheaper than remembering which.
         let remove = |pending: &mut Table, outgoing: &mut Table, position: &u64| {
@@ -503,13 +537,25 @@ fn commit(db: &Database, batch: &[Write], unremoved: &[u64]) -> Result<(), Queue
         }
         for op in batch {
             match op {
-                Write::Append(entry, _) => {
+                Write::Append(entry, remember, _) => {
                     let table = match entry.direction {
                         Direction::ToHook => &mut pending,
                         Direction::ToServer => &mut outgoing,
                     };
                     table.insert(entry.position, encode_entry(entry).as_slice())?;
                     next_position = next_position.max(Some(entry.position + 1));
+                    if let Some(record) = remember {
+                        remembered
+                            .insert(record.key.as_str(), encode_remembered(record).as_slice())?;
+                    }
+                }
+                Write::Remember(record, _) => {
+                    remembered.insert(record.key.as_str(), encode_remembered(record).as_slice())?;
+                }
+                Write::ForgetExpired(now) => {
+                    remembered.retain(|key, bytes| {
+                        decode_remembered(key, bytes).is_some_and(|r| r.expires_ms > *now)
+                    })?;
                 }
                 Write::Remove(position) => remove(&mut pending, &mut outgoing, position)?,
                 Write::Bury(position, reason, _) => {
@@ -543,6 +589,7 @@ fn commit(db: &Database, batch: &[Write], unremoved: &[u64]) -> Result<(), Queue
 /// Record layouts. Version byte first, so a later layout can be told apart.
 const ENTRY_V1: u8 = 1;
 const DEAD_V1: u8 = 1;
+const REMEMBERED_V1: u8 = 1;
 
 /// `[1][id u64][received_ms u64][raw …]`
 fn encode_entry(entry: &Entry) -> Vec<u8> {
@@ -600,6 +647,31 @@ fn decode_dead(position: u64, bytes: &[u8]) -> Option<DeadLetter> {
     })
 }
 
+/// `[1][expires_ms u64][status u16][body …]`
+fn encode_remembered(record: &Remembered) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(11 + record.body.len());
+    bytes.push(REMEMBERED_V1);
+    bytes.extend_from_slice(&record.expires_ms.to_be_bytes());
+    bytes.extend_from_slice(&record.status.to_be_bytes());
+    bytes.extend_from_slice(record.body.as_bytes());
+    bytes
+}
+
+fn decode_remembered(key: &str, bytes: &[u8]) -> Option<Remembered> {
+    let (&version, rest) = bytes.split_first()?;
+    if version != REMEMBERED_V1 {
+        return None;
+    }
+    let (expires_ms, rest) = take_u64(rest)?;
+    let (status, rest) = rest.split_first_chunk::<2>()?;
+    Some(Remembered {
+        key: key.to_owned(),
+        expires_ms,
+        status: u16::from_be_bytes(*status),
+        body: String::from_utf8(rest.to_vec()).ok()?,
+    })
+}
+
 fn take_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
     let (value, rest) = bytes.split_first_chunk::<8>()?;
     Some((u64::from_be_bytes(*value), rest))
@@ -629,7 +701,7 @@ mod tests {
         for i in 0..50 {
             let e = entry(&store, &format!("<message id='{i}'/>"));
             entries.push(e.clone());
-            commits.push(store.append(e).await);
+            commits.push(store.append(e, None).await);
         }
         for commit in commits {
             commit.wait().await.unwrap();
@@ -665,13 +737,47 @@ mod tests {
             ..entry(&store, "<message id='written'/>")
         };
         for e in [&inbound, &outbound, &removed] {
-            store.append(e.clone()).await.wait().await.unwrap();
+            store.append(e.clone(), None).await.wait().await.unwrap();
         }
         store.remove(removed.position).await;
         store.flush().await;
         drop(store);
         let store = reopen(dir.path()).await;
         assert_eq!(store.pending().await.unwrap(), vec![inbound, outbound]);
+    }
+
+    #[tokio::test]
+    async fn remembered_answers_survive_a_reopen_until_they_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbQueue::open(dir.path()).unwrap();
+        let record = |key: &str, expires_ms| Remembered {
+            key: key.into(),
+            expires_ms,
+            status: 202,
+            body: format!("{{\"id\":\"{key}\"}}"),
+        };
+        let far = now_ms() + 3_600_000;
+        let with_stanza = record("t\nwith-stanza", far);
+        store
+            .append(entry(&store, "<message/>"), Some(with_stanza.clone()))
+            .await
+            .wait()
+            .await
+            .unwrap();
+        store.remember(record("t\nlater", far)).await.unwrap();
+        store.remember(record("t\nexpired", 1)).await.unwrap();
+        drop(store);
+        let store = reopen(dir.path()).await;
+        assert_eq!(
+            store.recall("t\nwith-stanza").await.unwrap(),
+            Some(with_stanza)
+        );
+        assert!(store.recall("t\nlater").await.unwrap().is_some());
+        assert_eq!(store.recall("t\nexpired").await.unwrap(), None);
+        assert_eq!(store.recall("other\nlater").await.unwrap(), None);
+        store.forget_expired(far + 1).await;
+        store.flush().await;
+        assert_eq!(store.recall("t\nlater").await.unwrap(), None);
     }
 
     async fn reopen(dir: &Path) -> RedbQueue {
@@ -704,7 +810,7 @@ mod tests {
         let b = entry(&store, "<message id='b'/>");
         let c = entry(&store, "<message id='c'/>");
         for e in [&a, &b, &c] {
-            store.append(e.clone()).await.wait().await.unwrap();
+            store.append(e.clone(), None).await.wait().await.unwrap();
         }
         for e in [&a, &b, &c] {
             store

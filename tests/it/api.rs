@@ -563,3 +563,70 @@ async fn the_openapi_document_is_served_without_a_token() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_repeat_with_the_same_idempotency_key_sends_nothing_also_after_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let mut server = XmppServer::start().await;
+    let hook = Hook::echo().await;
+    let config = with_api(BridgeConfig::new(&server, &hook.url())).data_dir(data.path());
+    let mut bridge = config.spawn();
+    let mut conn = server.accept().await;
+    let api = Api::of(&bridge).await;
+    let post = |token: &str, key: &str, body: &str| {
+        api.post("/v1/stanzas")
+            .bearer_auth(token)
+            .header("idempotency-key", key)
+            .json(&message("alice@localhost", body))
+    };
+    let (status, first) = answer(post(TOKEN, "k-1", "once")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    let response = post(TOKEN, "k-1", "once").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        response
+            .headers()
+            .get("idempotent-replayed")
+            .map(|v| v.as_bytes()),
+        Some(&b"true"[..])
+    );
+    let repeat: Value = response.json().await.unwrap();
+    assert_eq!(repeat, first, "the first answer again");
+    // Keys are per token: the same key under another token is another request.
+    let (status, other) = answer(
+        api.post("/v1/stanzas")
+            .bearer_auth(OTHER_TOKEN)
+            .header("idempotency-key", "k-1")
+            .json(&json!({ "to": "alice@localhost", "from": "ops-x", "body": "other" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_ne!(other["id"], first["id"]);
+    let (status, _) = api.stanza(message("alice@localhost", "marker 1")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    conn.stanza_where("marker 1", |s| body_of(s).as_deref() == Some("marker 1"))
+        .await;
+    assert_eq!(conn.output().matches("<body>once</body>").count(), 1);
+
+    bridge.kill();
+    drop(conn);
+    let restarted = config.spawn();
+    conn = server.accept().await;
+    let api = Api::of(&restarted).await;
+    let (status, after_restart) = answer(
+        api.post("/v1/stanzas")
+            .bearer_auth(TOKEN)
+            .header("idempotency-key", "k-1")
+            .json(&message("alice@localhost", "once")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(after_restart, first, "remembered across the restart");
+    // Nothing of it went out again before a marker sent after it.
+    let (status, _) = api.stanza(message("alice@localhost", "marker 2")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    conn.stanza_where("marker 2", |s| body_of(s).as_deref() == Some("marker 2"))
+        .await;
+    let output = conn.output();
+    assert_eq!(output.matches("<body>once</body>").count(), 0, "{output}");
+}
