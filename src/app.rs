@@ -17,6 +17,7 @@ use crate::api::{ApiState, Listeners};
 use crate::bridge::delivery::Delivery;
 use crate::bridge::outbox::Outbox;
 use crate::bridge::outgoing::Outgoing;
+use crate::bridge::rooms::Rooms;
 use crate::bridge::router::Router;
 use crate::config::Config;
 use crate::limits;
@@ -47,15 +48,29 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let (written_tx, written_rx) = mpsc::unbounded_channel();
     let (inbound_tx, inbound_rx) = mpsc::channel(limits::INBOUND_QUEUE);
     let (outbound_tx, outbound_rx) = mpsc::channel(limits::OUTBOUND_QUEUE);
-    let (state_tx, _state_rx) = watch::channel(LinkState::Connecting);
+    let (state_tx, mut state_rx) = watch::channel(LinkState::Connecting);
     let stop_reading = CancellationToken::new();
     let finish = CancellationToken::new();
     let reading = Arc::new(tokio::sync::Mutex::new(()));
+    let outbox = Outbox::new(config.clone(), outbound_tx);
+    let rooms = Rooms::new(config.clone(), outbox.clone());
+    tokio::spawn({
+        let rooms = rooms.clone();
+        async move {
+            while state_rx.changed().await.is_ok() {
+                match *state_rx.borrow_and_update() {
+                    LinkState::Up => rooms.link_up(),
+                    _ => rooms.link_down(),
+                }
+            }
+        }
+    });
 
     let session = Session {
         config: config.clone(),
         inbound: inbound_tx,
         outbound: outbound_rx,
+        greeting: rooms.greeting(),
         written: written_tx,
         state: state_tx,
         reading: reading.clone(),
@@ -64,7 +79,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     };
     let mut session_task = tokio::spawn(session.run());
 
-    let outbox = Outbox::new(config.clone(), outbound_tx);
     let delivery = Delivery::new(
         config.clone(),
         hook,
@@ -125,6 +139,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 outgoing: outgoing.clone(),
                 queue: queue.clone(),
                 in_progress: Default::default(),
+                rooms: rooms.clone(),
             };
             tokio::spawn(listeners.serve(state, api_stop.clone()))
         });
@@ -133,6 +148,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         delivery: delivery.clone(),
         outbox,
         outgoing,
+        rooms,
         reading,
     };
     let router_task = tokio::spawn(router.run(inbound_rx, stop_reading.clone()));

@@ -136,6 +136,18 @@ pub struct Config {
     pub queue: QueueConfig,
     /// The inbound HTTP API (README, "The HTTP API"); `None` unless `[api] listen` is set.
     pub(crate) api: Option<ApiConfig>,
+    /// MUC rooms the component keeps joined, so that the API can post into them.
+    pub(crate) rooms: Vec<RoomConfig>,
+}
+
+/// One `[[rooms]]` entry.
+#[derive(Debug, Clone)]
+pub(crate) struct RoomConfig {
+    /// The room's bare JID.
+    pub(crate) jid: String,
+    pub(crate) nick: String,
+    /// The localpart the component joins as.
+    pub(crate) from: String,
 }
 
 #[derive(Debug, Clone)]
@@ -211,6 +223,16 @@ struct RawConfig {
     #[serde(default)]
     webhook: RawWebhook,
     api: Option<RawApi>,
+    #[serde(default)]
+    rooms: Vec<RawRoom>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoom {
+    jid: Option<String>,
+    nick: Option<String>,
+    from: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -408,8 +430,10 @@ impl Validator<'_> {
             .map(|api| self.api(api, max_stanza_bytes))
             .transpose()?
             .flatten();
+        let rooms = self.rooms(raw.rooms)?;
         Ok(Config {
             api,
+            rooms,
             tls_server_name: raw.tls_server_name.unwrap_or_else(|| host.to_owned()),
             domain,
             server,
@@ -791,6 +815,53 @@ impl Validator<'_> {
             token: Secret(token),
             from,
         })
+    }
+
+    fn rooms(&self, raw: Vec<RawRoom>) -> Result<Vec<RoomConfig>, ConfigError> {
+        let mut rooms: Vec<RoomConfig> = Vec::new();
+        for (index, room) in raw.into_iter().enumerate() {
+            let entry = index + 1;
+            let jid = room
+                .jid
+                .ok_or_else(|| self.invalid("rooms.jid", format!("is missing in entry {entry}")))?;
+            let bare = match jid::BareJid::new(&jid) {
+                Ok(bare) if bare.node().is_some() => bare.to_string(),
+                _ => {
+                    return Err(self.invalid(
+                        "rooms.jid",
+                        format!("{jid:?} (entry {entry}) is not a room's bare JID such as \"ops@conference.example.org\""),
+                    ));
+                }
+            };
+            if rooms.iter().any(|r| r.jid == bare) {
+                return Err(self.invalid(
+                    "rooms.jid",
+                    format!("{bare} is listed twice; keep one entry per room"),
+                ));
+            }
+            let nick = room.nick.unwrap_or_default();
+            if nick.is_empty() || jid::ResourcePart::new(&nick).is_err() {
+                return Err(self.invalid(
+                    "rooms.nick",
+                    format!("of {bare} must be a non-empty nickname"),
+                ));
+            }
+            let from = room.from.unwrap_or_default();
+            if from.is_empty() || jid::NodePart::new(&from).is_err() {
+                return Err(self.invalid(
+                    "rooms.from",
+                    format!(
+                        "of {bare} must be the localpart the component joins as, e.g. \"alerts\""
+                    ),
+                ));
+            }
+            rooms.push(RoomConfig {
+                jid: bare,
+                nick,
+                from,
+            });
+        }
+        Ok(rooms)
     }
 
     /// The PEM certificates of `tls_ca_file`, read once at load so that a typo fails at start.

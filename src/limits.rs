@@ -149,3 +149,5 @@ pub(crate) const IDEMPOTENCY_KEY_MAX_BYTES: usize = 255;
 pub(crate) const IDEMPOTENCY_PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 /// Answers a memory queue remembers at most.
 pub(crate) const MEMORY_REMEMBERED_MAX: usize = 100_000;
+/// How long after a room let the component out it joins again (README, "Rooms").
+pub(crate) const ROOM_REJOIN_DELAY: Duration = Duration::from_secs(5);

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::bridge::outgoing::Outgoing;
+use crate::bridge::rooms::Rooms;
 use crate::config::{ApiConfig, Config};
 use crate::limits;
 use crate::queue::Queue;
@@ -34,6 +35,8 @@ pub(crate) struct ApiState {
     /// Where answers are remembered by idempotency key.
     pub(crate) queue: Queue,
     pub(crate) in_progress: idempotency::InProgress,
+    /// The rooms groupchat may be posted into.
+    pub(crate) rooms: Rooms,
 }
 
 /// The API's listeners, bound before the component connects so that a taken port stops the start.

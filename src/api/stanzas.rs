@@ -213,24 +213,18 @@ async fn send(
     accepted: StatusCode,
     claim: Option<Claim>,
 ) -> Response {
-    let from = match sender(state, caller, element.attr("from")) {
-        Ok(from) => from,
-        Err(problem) => return problem.into_response(),
-    };
-    element.set_attr(rxml::Namespace::NONE, ncname("from"), from);
-    let id = element.attr("id").unwrap_or_default().to_owned();
     let kind = Kind::of(&element);
     let type_ = element.attr("type").unwrap_or_default().to_owned();
-    if kind == Some(Kind::Message) && type_ == "groupchat" {
-        return Problem::new(
-            StatusCode::CONFLICT,
-            format!(
-                "{} is not a room the component has joined, and joining rooms is not supported yet: send a chat message to the people instead",
-                element.attr("to").unwrap_or_default(),
-            ),
-        )
-        .into_response();
+    let from = if kind == Some(Kind::Message) && type_ == "groupchat" {
+        room_sender(state, caller, &mut element)
+    } else {
+        sender(state, caller, element.attr("from"))
+    };
+    match from {
+        Ok(from) => element.set_attr(rxml::Namespace::NONE, ncname("from"), from),
+        Err(problem) => return problem.into_response(),
     }
+    let id = element.attr("id").unwrap_or_default().to_owned();
     let outgoing = &state.outgoing;
     let accepted_body = serde_json::to_string(&Accepted { id: id.clone() }).unwrap_or_default();
     let (status, body) = match (kind, type_.as_str()) {
@@ -305,6 +299,33 @@ async fn idempotency_start(
             }
         },
     )
+}
+
+/// A groupchat goes to the room's bare JID from the JID the component joined it as, if the
+/// token may send as that room's `from`.
+fn room_sender(
+    state: &ApiState,
+    caller: &Caller<'_>,
+    element: &mut Element,
+) -> Result<String, Problem> {
+    let to = element.attr("to").unwrap_or_default().to_owned();
+    let (member, localpart) = state
+        .rooms
+        .sender_for(&to)
+        .map_err(|refusal| Problem::new(StatusCode::CONFLICT, refusal.to_string()))?;
+    if !auth::may_send_as(caller.token, &localpart) {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "the room is joined as {localpart:?}, which the token {:?} may not send as: add it to that token's `from`",
+                caller.token.name
+            ),
+        ));
+    }
+    if let Some(room) = crate::xmpp::stanza::bare(&to) {
+        element.set_attr(rxml::Namespace::NONE, ncname("to"), room);
+    }
+    Ok(member)
 }
 
 /// The full `from` JID: the request's (a localpart, or a JID of the domain), a Basic user's, or

@@ -8,4 +8,5 @@ pub mod outgoing;
 pub mod payload;
 pub mod pending_iq;
 pub mod reply;
+pub mod rooms;
 pub mod router;

@@ -15,6 +15,7 @@ use crate::bridge::builtin;
 use crate::bridge::delivery::Delivery;
 use crate::bridge::outbox::Outbox;
 use crate::bridge::outgoing::Outgoing;
+use crate::bridge::rooms::Rooms;
 use crate::config::Config;
 use crate::logging::excerpt;
 use crate::xmpp::stanza::{Kind, Stanza};
@@ -25,6 +26,8 @@ pub(crate) struct Router {
     pub(crate) outbox: Outbox,
     /// Waits for the answers of iq sent through the API.
     pub(crate) outgoing: Outgoing,
+    /// Takes the presence of the joined rooms.
+    pub(crate) rooms: Rooms,
     /// Held by the session's reader while it runs (see [`crate::xmpp::session::Session`]).
     pub(crate) reading: Arc<Mutex<()>>,
 }
@@ -87,6 +90,9 @@ impl Router {
     }
 
     async fn handle(&self, stanza: Stanza) {
+        let Some(stanza) = self.rooms.take(stanza) else {
+            return;
+        };
         let stanza =
             if stanza.kind == Kind::Iq && matches!(stanza.type_(), Some("result" | "error")) {
                 match self.outgoing.take_answer(stanza) {

@@ -51,6 +51,8 @@ pub(crate) struct Session {
     pub(crate) inbound: mpsc::Sender<Stanza>,
     /// Stanzas to write, from everyone.
     pub(crate) outbound: mpsc::Receiver<Outbound>,
+    /// Written first on every new connection, before anything queued (the rooms' joins).
+    pub(crate) greeting: Vec<Outbound>,
     /// The receipts of written stanzas that asked for one, a batch per write. Unbounded, but
     /// only stanzas the queue holds (within its bounds) ask for a receipt.
     pub(crate) written: mpsc::UnboundedSender<Vec<u64>>,
@@ -157,6 +159,9 @@ impl Session {
         let ping_target = ping_target(&self.config.domain);
         let mut batch = Vec::with_capacity(limits::READ_CHUNK_BYTES);
 
+        for out in self.greeting.iter().rev() {
+            unsent.push_front(out.clone());
+        }
         if !unsent.is_empty()
             && let Err(error) = self.write_batch(&mut writer, unsent, &mut batch).await
         {

@@ -630,3 +630,154 @@ async fn a_repeat_with_the_same_idempotency_key_sends_nothing_also_after_a_resta
     let output = conn.output();
     assert_eq!(output.matches("<body>once</body>").count(), 0, "{output}");
 }
+
+const ROOM: &str = "ops@conference.localhost";
+
+fn with_room(config: BridgeConfig) -> BridgeConfig {
+    with_api(config).table(&format!(
+        "[[rooms]]\njid = \"{ROOM}\"\nnick = \"Alerts\"\nfrom = \"alerts\"\n"
+    ))
+}
+
+/// What the room answers to a join: the occupant's own presence (status 110).
+fn joined() -> String {
+    format!(
+        "<presence from='{ROOM}/Alerts' to='alerts@bot.localhost/default'>\
+         <x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='none' role='participant'/>\
+         <status code='110'/></x></presence>"
+    )
+}
+
+fn groupchat(body: &str) -> Value {
+    json!({ "to": ROOM, "type": "groupchat", "body": body })
+}
+
+#[tokio::test]
+async fn rooms_are_joined_first_on_every_connection_and_groupchat_goes_out_once_in() {
+    // Presence is forwarded, except the rooms' own.
+    let mut stack = Stack::start(Reply::echo, |c| {
+        with_room(c.key("stanzas = [\"message\", \"presence\"]"))
+    })
+    .await;
+    let api = Api::of(&stack.bridge).await;
+    let join = stack.conn.next_to(&format!("{ROOM}/Alerts")).await;
+    assert_eq!(join.name(), "presence");
+    assert_eq!(join.attr("from"), Some("alerts@bot.localhost/default"));
+    assert!(join.has_child("x", "http://jabber.org/protocol/muc"));
+
+    // Not in yet: 409, and nothing is sent.
+    let (status, problem) = api.stanza(groupchat("too early")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    stack.conn.send(&joined()).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let accepted = loop {
+        let (status, answer) = api.stanza(groupchat("disk full")).await;
+        if status == StatusCode::ACCEPTED {
+            break answer;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never joined: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let sent = stack.conn.with_id(accepted["id"].as_str().unwrap()).await;
+    assert_eq!(sent.attr("to"), Some(ROOM));
+    assert_eq!(sent.attr("type"), Some("groupchat"));
+    assert_eq!(sent.attr("from"), Some("alerts@bot.localhost/default"));
+    assert!(!stack.conn.output().contains("too early"));
+
+    // The room's occupants and the reflection of our own message are the rooms' business;
+    // another occupant's message goes to the hook as every message does.
+    stack
+        .conn
+        .send(&format!(
+            "<presence from='{ROOM}/bob' to='alerts@bot.localhost/default'/>"
+        ))
+        .await;
+    stack
+        .conn
+        .send(&format!(
+            "<message from='{ROOM}/Alerts' to='alerts@bot.localhost/default' type='groupchat' id='echo'><body>disk full</body></message>"
+        ))
+        .await;
+    stack
+        .conn
+        .send(&format!(
+            "<message from='{ROOM}/bob' to='alerts@bot.localhost/default' type='groupchat' id='bob-1'><body>ack</body></message>"
+        ))
+        .await;
+    // Nothing answered bob's presence, which came before his message and its reply.
+    let reply = stack.conn.with_id("bob-1").await;
+    let requests = stack.hook.requests();
+    assert_eq!(requests.len(), 1, "only bob's message reaches the hook");
+    assert_eq!(requests[0].field("id"), Some("bob-1"));
+    assert_eq!(reply.attr("to"), Some(ROOM), "the echo goes to the room");
+    let output = stack.conn.output();
+    assert!(!output.contains(&format!("{ROOM}/bob")), "{output}");
+
+    // A new connection joins again before anything else is written.
+    let Stack {
+        mut server,
+        conn,
+        bridge: _bridge,
+        hook: _hook,
+    } = stack;
+    drop(conn);
+    let mut conn = server.accept_raw().await;
+    let (status, _) = api
+        .stanza(message("alice@localhost", "queued meanwhile"))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    conn.handshake(SECRET, Answer::Accept).await;
+    conn.next_to("alice@localhost").await;
+    let output = conn.output();
+    let join_at = output.find("muc'").expect("a join presence");
+    let message_at = output.find("queued meanwhile").unwrap();
+    assert!(join_at < message_at, "the join comes first: {output}");
+}
+
+#[tokio::test]
+async fn a_refused_join_is_a_409_that_says_why_and_a_room_that_lets_us_out_is_rejoined() {
+    let mut stack = Stack::start(Reply::echo, with_room).await;
+    let api = Api::of(&stack.bridge).await;
+    stack.conn.next_to(&format!("{ROOM}/Alerts")).await;
+    stack
+        .conn
+        .send(&format!(
+            "<presence from='{ROOM}/Alerts' to='alerts@bot.localhost/default' type='error'>\
+             <error type='cancel'><conflict xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>"
+        ))
+        .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, problem) = api.stanza(groupchat("x")).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        if problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("conflict")
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{problem}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // In, then out as a restarting room does (status 332): the component joins again.
+    stack.conn.send(&joined()).await;
+    stack
+        .conn
+        .send(&format!(
+            "<presence from='{ROOM}/Alerts' to='alerts@bot.localhost/default' type='unavailable'>\
+             <x xmlns='http://jabber.org/protocol/muc#user'><status code='110'/><status code='332'/></x></presence>"
+        ))
+        .await;
+    let rejoin = stack
+        .conn
+        .try_stanza_where(WAIT, |s| {
+            s.name() == "presence" && s.attr("to") == Some(&format!("{ROOM}/Alerts"))
+        })
+        .await;
+    assert!(rejoin.is_some(), "no rejoin within {WAIT:?}");
+}
