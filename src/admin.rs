@@ -1,10 +1,12 @@
-//! `component-http dead-letters list | replay | purge` (README, "Command line"), on a stopped or a
-//! running instance.
+//! `component-http dead-letters list | replay | purge` and `component-http send` (README,
+//! "Command line").
 //!
 //! The queue file can be open in one process only, so a running instance listens on a Unix
 //! socket in its `data_dir` (`control.sock`, owner-only) and runs the command itself: a replay
-//! then goes straight back into its delivery. With no instance answering there, the command opens
-//! the queue file directly. One JSON request line, one JSON response line.
+//! then goes straight back into its delivery, a stanza to send into its outgoing queue. With no
+//! instance answering there, `dead-letters` opens the queue file directly; `send` needs the
+//! running instance. One JSON request line, one JSON response line. Whoever may open the socket
+//! may send as any JID of the domain: it is the operator's, like the configuration file.
 
 use std::path::{Path, PathBuf};
 
@@ -14,7 +16,10 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::api::compose::{self, StanzaRequest};
 use crate::bridge::delivery::Delivery;
+use crate::bridge::outgoing::{Dispatched, Outgoing};
+use crate::config::Config;
 use crate::limits;
 use crate::queue::redb::{FILE_NAME, RedbQueue};
 use crate::queue::{Backend, DeadLetter, Queue, QueueError, Selection};
@@ -27,16 +32,50 @@ pub(crate) const SOCKET_NAME: &str = "control.sock";
 #[serde(tag = "command", rename_all = "lowercase")]
 pub enum Request {
     List,
-    Replay { ids: Vec<u64>, all: bool },
-    Purge { ids: Vec<u64>, all: bool },
+    Replay {
+        ids: Vec<u64>,
+        all: bool,
+    },
+    Purge {
+        ids: Vec<u64>,
+        all: bool,
+    },
+    /// A stanza as the API's JSON takes it; `from` defaults to the bare domain.
+    Send {
+        stanza: serde_json::Value,
+    },
+}
+
+/// What a running instance hands the control socket.
+#[derive(Clone)]
+pub(crate) struct Running {
+    pub(crate) config: std::sync::Arc<Config>,
+    pub(crate) queue: Queue,
+    pub(crate) delivery: Delivery,
+    pub(crate) outgoing: Outgoing,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "lowercase")]
 pub enum Response {
-    Letters { letters: Vec<Letter> },
-    Done { count: usize, unknown: Vec<u64> },
-    Error { message: String },
+    Letters {
+        letters: Vec<Letter>,
+    },
+    Done {
+        count: usize,
+        unknown: Vec<u64>,
+    },
+    /// A message or presence queued, or an iq answer sent: the stanza's id.
+    Sent {
+        id: String,
+    },
+    /// An iq get or set and its answer (the API's JSON of it).
+    Answer {
+        answer: serde_json::Value,
+    },
+    Error {
+        message: String,
+    },
 }
 
 /// A dead letter as the command shows it.
@@ -58,8 +97,13 @@ pub struct Letter {
 /// on its socket, else on the file itself.
 pub async fn run(data_dir: &Path, request: Request) -> Response {
     let socket = data_dir.join(SOCKET_NAME);
+    // An iq sent waits for its answer as long as the API's does by default.
+    let within = match request {
+        Request::Send { .. } => limits::CONTROL_TIMEOUT + limits::API_IQ_TIMEOUT_DEFAULT,
+        _ => limits::CONTROL_TIMEOUT,
+    };
     if let Ok(stream) = UnixStream::connect(&socket).await {
-        return match tokio::time::timeout(limits::CONTROL_TIMEOUT, ask(stream, &request)).await {
+        return match tokio::time::timeout(within, ask(stream, &request)).await {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => Response::Error {
                 message: format!(
@@ -69,11 +113,18 @@ pub async fn run(data_dir: &Path, request: Request) -> Response {
             },
             Err(_) => Response::Error {
                 message: format!(
-                    "the running instance did not answer on {} within {:?}",
+                    "the running instance did not answer on {} within {within:?}",
                     socket.display(),
-                    limits::CONTROL_TIMEOUT
                 ),
             },
+        };
+    }
+    if let Request::Send { .. } = request {
+        return Response::Error {
+            message: format!(
+                "no component-http instance answers on {}: `send` goes through a running instance; start it (with this configuration), or use the HTTP API",
+                socket.display()
+            ),
         };
     }
     let file = data_dir.join(FILE_NAME);
@@ -113,9 +164,15 @@ async fn ask(stream: UnixStream, request: &Request) -> std::io::Result<Response>
 /// stanzas to its `delivery`.
 pub(crate) async fn execute(
     queue: &dyn Backend,
-    delivery: Option<&Delivery>,
+    running: Option<&Running>,
     request: Request,
 ) -> Response {
+    let delivery = running.map(|r| &r.delivery);
+    if !queue.durable() && !matches!(request, Request::Send { .. }) {
+        return Response::Error {
+            message: "this instance runs with queue = \"memory\", which keeps no dead letters: a stanza whose retries run out is bounced to its sender".into(),
+        };
+    }
     let result = async {
         Ok(match request {
             Request::List => Response::Letters {
@@ -144,6 +201,12 @@ pub(crate) async fn execute(
                 let count = queue.purge(selection).await?;
                 Response::Done { count, unknown }
             }
+            Request::Send { stanza } => match running {
+                Some(running) => send(running, stanza).await,
+                None => Response::Error {
+                    message: "`send` needs the running instance".into(),
+                },
+            },
         })
     };
     result
@@ -151,6 +214,49 @@ pub(crate) async fn execute(
         .unwrap_or_else(|error: QueueError| Response::Error {
             message: error.to_string(),
         })
+}
+
+/// Sends a stanza given as the API's JSON; a bare localpart `from` is one of the domain, and no
+/// `from` is the bare domain.
+async fn send(running: &Running, stanza: serde_json::Value) -> Response {
+    let fail = |message: String| Response::Error { message };
+    let request: StanzaRequest = match serde_json::from_value(stanza) {
+        Ok(request) => request,
+        Err(error) => return fail(format!("the stanza's JSON is not acceptable: {error}")),
+    };
+    let domain = &running.config.domain;
+    let limits = ReadLimits {
+        max_stanza_bytes: running.config.max_stanza_bytes,
+        max_depth: running.config.max_depth,
+    };
+    let mut element = match compose::from_request(request, limits) {
+        Ok(element) => element,
+        Err(error) => return fail(error.to_string()),
+    };
+    let from = match element.attr("from") {
+        None => domain.clone(),
+        Some(localpart) if !localpart.contains(['@', '/']) && localpart != domain => {
+            format!("{localpart}@{domain}")
+        }
+        Some(jid) => jid.to_owned(),
+    };
+    element.set_attr(
+        rxml::Namespace::NONE,
+        crate::xmpp::stanza::ncname("from"),
+        from,
+    );
+    let id = element.attr("id").unwrap_or_default().to_owned();
+    match running
+        .outgoing
+        .dispatch(element, limits::API_IQ_TIMEOUT_DEFAULT, None)
+        .await
+    {
+        Ok(Dispatched::Queued | Dispatched::Answered) => Response::Sent { id },
+        Ok(Dispatched::Reply(answer)) => Response::Answer {
+            answer: serde_json::to_value(compose::iq_answer(&answer)).unwrap_or_default(),
+        },
+        Err(error) => fail(error.to_string()),
+    }
 }
 
 /// The selection, and the asked-for ids that are not dead letters.
@@ -208,10 +314,18 @@ pub(crate) struct ControlSocket {
 }
 
 impl ControlSocket {
-    /// Listens in `data_dir`. A socket file left over is replaced: this process holds the
-    /// queue's lock, so no other instance can be using it.
-    pub(crate) fn bind(data_dir: &Path) -> std::io::Result<ControlSocket> {
+    /// Listens in `data_dir` (created owner-only if missing). A socket file left over is
+    /// replaced unless an instance answers on it (with the durable queue that cannot be: this
+    /// process holds the queue file's lock).
+    pub(crate) async fn bind(data_dir: &Path) -> std::io::Result<ControlSocket> {
         let path = data_dir.join(SOCKET_NAME);
+        crate::queue::redb::create_private_dir(data_dir)?;
+        if UnixStream::connect(&path).await.is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "another instance answers on it; give each instance its own data_dir",
+            ));
+        }
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path)?;
         restrict_to_owner(&path)?;
@@ -222,7 +336,7 @@ impl ControlSocket {
     }
 
     /// Answers dead-letter commands until `stop` is cancelled.
-    pub(crate) async fn serve(self, queue: Queue, delivery: Delivery, stop: CancellationToken) {
+    pub(crate) async fn serve(self, running: Running, stop: CancellationToken) {
         loop {
             let stream = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
@@ -234,9 +348,9 @@ impl ControlSocket {
                 },
                 _ = stop.cancelled() => return,
             };
-            let (queue, delivery) = (queue.clone(), delivery.clone());
+            let running = running.clone();
             tokio::spawn(async move {
-                if let Err(error) = answer(stream, queue, delivery).await {
+                if let Err(error) = answer(stream, running).await {
                     warn!("control socket: {error}");
                 }
             });
@@ -244,7 +358,7 @@ impl ControlSocket {
     }
 }
 
-async fn answer(stream: UnixStream, queue: Queue, delivery: Delivery) -> std::io::Result<()> {
+async fn answer(stream: UnixStream, running: Running) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read).take(limits::CONTROL_REQUEST_BYTES);
@@ -252,7 +366,7 @@ async fn answer(stream: UnixStream, queue: Queue, delivery: Delivery) -> std::io
         .await
         .map_err(|_| std::io::Error::other("no request within the time limit"))??;
     let response = match serde_json::from_str::<Request>(&line) {
-        Ok(request) => execute(queue.as_ref(), Some(&delivery), request).await,
+        Ok(request) => execute(running.queue.as_ref(), Some(&running), request).await,
         Err(error) => Response::Error {
             message: format!("not a dead-letters request: {error}"),
         },
@@ -289,6 +403,8 @@ pub fn render(response: &Response, json: bool) -> (String, bool) {
             }
             (text, true)
         }
+        Response::Sent { id } => (id.clone(), true),
+        Response::Answer { answer } => (answer.to_string(), true),
         Response::Done { count, unknown } => {
             let mut text = format!("{count} dead letter(s)");
             if !unknown.is_empty() {

@@ -12,7 +12,7 @@ use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::admin::ControlSocket;
+use crate::admin::{ControlSocket, Running};
 use crate::api::{ApiState, Listeners};
 use crate::bridge::delivery::Delivery;
 use crate::bridge::outbox::Outbox;
@@ -97,7 +97,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         },
         written_rx,
     );
-    let mut control_task = None;
     if queue.durable() {
         let (to_hook, to_server): (Vec<_>, Vec<_>) = queue
             .pending()
@@ -113,22 +112,27 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
         outgoing.resume(to_server);
         delivery.resume(to_hook);
-        // Without the socket the component still works; only `dead-letters` needs it, and only
-        // while this instance runs.
-        match ControlSocket::bind(&config.queue.data_dir) {
-            Ok(socket) => {
-                control_task = Some(tokio::spawn(socket.serve(
-                    queue.clone(),
-                    delivery.clone(),
-                    finish.clone(),
-                )))
-            }
-            Err(error) => warn!(
-                "cannot listen on the control socket in {}: {error}; `dead-letters` commands will work only while this instance is stopped",
-                config.queue.data_dir.display()
-            ),
-        }
     }
+    // Without the socket the component still works; `send` needs it, and `dead-letters` while
+    // this instance runs.
+    let control_task = match ControlSocket::bind(&config.queue.data_dir).await {
+        Ok(socket) => Some(tokio::spawn(socket.serve(
+            Running {
+                config: config.clone(),
+                queue: queue.clone(),
+                delivery: delivery.clone(),
+                outgoing: outgoing.clone(),
+            },
+            finish.clone(),
+        ))),
+        Err(error) => {
+            warn!(
+                "cannot listen on the control socket in {}: {error}; `send` will not work, and `dead-letters` only while this instance is stopped",
+                config.queue.data_dir.display()
+            );
+            None
+        }
+    };
     let api_stop = CancellationToken::new();
     let api_task = api_listeners
         .zip(config.api.clone())

@@ -44,6 +44,28 @@ pub enum Command {
     /// running instance (through its control socket) and on a stopped one.
     #[command(subcommand)]
     DeadLetters(DeadLetters),
+    /// Send a stanza through the running instance: prints its id, or an iq get/set's answer as
+    /// JSON. Without --to or --stanza, reads the stanza as the HTTP API's JSON from stdin.
+    Send(SendArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SendArgs {
+    /// The recipient's JID.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// A localpart or a JID of the component's domain (default: the bare domain).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// The message body.
+    #[arg(long)]
+    pub body: Option<String>,
+    /// The message type (chat, normal, headline, groupchat).
+    #[arg(long = "type")]
+    pub type_: Option<String>,
+    /// The whole stanza as XML.
+    #[arg(long, conflicts_with_all = ["to", "body", "type_"])]
+    pub stanza: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

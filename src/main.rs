@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use component_http::admin::{self, Request};
-use component_http::cli::{Cli, Command, DeadLetters, LogFormat};
+use component_http::cli::{Cli, Command, DeadLetters, LogFormat, SendArgs};
 use component_http::config::Config;
 use tracing_subscriber::EnvFilter;
 
@@ -73,6 +73,24 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+            Command::Send(args) => {
+                let stanza = match stanza_to_send(args) {
+                    Ok(stanza) => stanza,
+                    Err(message) => {
+                        eprintln!("component-http: {message}");
+                        return ExitCode::from(2);
+                    }
+                };
+                let response = admin::run(&config.queue.data_dir, Request::Send { stanza }).await;
+                let (text, ok) = admin::render(&response, true);
+                if ok {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                } else {
+                    eprintln!("{text}");
+                    ExitCode::FAILURE
+                }
+            }
             Command::Run => match component_http::app::run(config, shutdown_signal()).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
@@ -82,6 +100,34 @@ fn main() -> ExitCode {
             },
         }
     })
+}
+
+/// The stanza `send` is to send, as the HTTP API's JSON: from the options, or from stdin.
+fn stanza_to_send(args: SendArgs) -> Result<serde_json::Value, String> {
+    use std::io::Read;
+    let mut object = serde_json::Map::new();
+    if let Some(xml) = args.stanza {
+        object.insert("stanza".into(), xml.into());
+    } else if let Some(to) = args.to {
+        object.insert("to".into(), to.into());
+        for (key, value) in [("body", args.body), ("type", args.type_)] {
+            if let Some(value) = value {
+                object.insert(key.into(), value.into());
+            }
+        }
+    } else {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| format!("cannot read the stanza from stdin: {e}"))?;
+        return serde_json::from_str(&text).map_err(|e| {
+            format!("give --to (and --body) or --stanza, or the stanza as JSON on stdin; stdin is not JSON: {e}")
+        });
+    }
+    if let Some(from) = args.from {
+        object.insert("from".into(), from.into());
+    }
+    Ok(object.into())
 }
 
 /// A panic anywhere ends the process. tokio would otherwise catch a task's panic and leave the

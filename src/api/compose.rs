@@ -14,9 +14,11 @@ use crate::xmpp::codec::{self, NS_COMPONENT, ReadLimits};
 use crate::xmpp::stanza::{ErrorType, Kind, NS_STANZAS, Stanza, StanzaError, ncname};
 
 /// What is wrong with a request body: `Syntax` is a `400`, `Invalid` a `422`.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum ComposeError {
+    #[error("{0}")]
     Syntax(String),
+    #[error("{0}")]
     Invalid(String),
 }
 

@@ -18,7 +18,7 @@ use crate::api::auth::{self, Caller};
 use crate::api::compose::{self, ComposeError, IqAnswer, StanzaRequest};
 use crate::api::idempotency::{self, Claim, Start};
 use crate::api::{ApiState, Problem};
-use crate::bridge::outgoing::SendError;
+use crate::bridge::outgoing::{Dispatched, SendError};
 use crate::limits;
 use crate::xmpp::codec::ReadLimits;
 use crate::xmpp::stanza::{Kind, ncname};
@@ -225,36 +225,23 @@ async fn send(
         Err(problem) => return problem.into_response(),
     }
     let id = element.attr("id").unwrap_or_default().to_owned();
-    let outgoing = &state.outgoing;
     let accepted_body = serde_json::to_string(&Accepted { id: id.clone() }).unwrap_or_default();
-    let (status, body) = match (kind, type_.as_str()) {
-        (Some(Kind::Iq), "get" | "set") => {
-            let wait = wait.unwrap_or(limits::API_IQ_TIMEOUT_DEFAULT);
-            match outgoing.ask(element, wait).await {
-                Ok(answer) => (
-                    StatusCode::OK,
-                    serde_json::to_string(&compose::iq_answer(&answer)).unwrap_or_default(),
-                ),
-                Err(error) => return send_problem(error).into_response(),
-            }
+    // A queued stanza's answer is remembered in the same commit as the stanza.
+    let remember = claim
+        .as_ref()
+        .map(|claim| idempotency::record(claim, accepted, accepted_body.clone()));
+    let wait = wait.unwrap_or(limits::API_IQ_TIMEOUT_DEFAULT);
+    let (status, body) = match state.outgoing.dispatch(element, wait, remember).await {
+        Ok(Dispatched::Queued) => {
+            info!(token = %caller.token.name, id, "stanza accepted through the API");
+            return json_response(accepted, accepted_body);
         }
-        (Some(Kind::Iq), _) => match outgoing.answer(element).await {
-            Ok(()) => (accepted, accepted_body),
-            Err(error) => return send_problem(error).into_response(),
-        },
-        _ => {
-            // Remembered in the same commit as the stanza.
-            let remember = claim
-                .as_ref()
-                .map(|claim| idempotency::record(claim, accepted, accepted_body.clone()));
-            match outgoing.send(element, remember).await {
-                Ok(()) => {
-                    info!(token = %caller.token.name, id, "stanza accepted through the API");
-                    return json_response(accepted, accepted_body);
-                }
-                Err(error) => return send_problem(error).into_response(),
-            }
-        }
+        Ok(Dispatched::Answered) => (accepted, accepted_body),
+        Ok(Dispatched::Reply(answer)) => (
+            StatusCode::OK,
+            serde_json::to_string(&compose::iq_answer(&answer)).unwrap_or_default(),
+        ),
+        Err(error) => return send_problem(error).into_response(),
     };
     if let Some(claim) = &claim
         && let Err(reason) = state

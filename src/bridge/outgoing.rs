@@ -49,6 +49,17 @@ pub(crate) enum SendError {
     NoAnswer(Duration),
 }
 
+/// What became of a stanza handed to [`Outgoing::dispatch`].
+#[derive(Debug)]
+pub(crate) enum Dispatched {
+    /// A message or presence, committed and waiting for its turn to be written.
+    Queued,
+    /// An iq result or error, sent to the iq it answers.
+    Answered,
+    /// An iq get or set, and the answer it got.
+    Reply(Stanza),
+}
+
 /// (our JID that sent it, the JID asked, id): what the answer to an iq must match.
 type AskKey = (String, String, String);
 
@@ -112,6 +123,26 @@ impl Outgoing {
         outgoing
     }
 
+    /// Sends `element` the way its kind asks: a message or presence is queued (with the answer
+    /// to `remember`), an iq result or error answers a waiting iq, an iq get or set waits up to
+    /// `wait` for its answer.
+    pub(crate) async fn dispatch(
+        &self,
+        element: Element,
+        wait: Duration,
+        remember: Option<Remembered>,
+    ) -> Result<Dispatched, SendError> {
+        let iq = element.name() == "iq";
+        match (iq, element.attr("type").unwrap_or_default()) {
+            (true, "get" | "set") => self.ask(element, wait).await.map(Dispatched::Reply),
+            (true, _) => self.answer(element).await.map(|()| Dispatched::Answered),
+            (false, _) => self
+                .send(element, remember)
+                .await
+                .map(|()| Dispatched::Queued),
+        }
+    }
+
     /// Sends what the queue kept from an earlier run, before anything new.
     pub(crate) fn resume(&self, entries: Vec<Entry>) {
         for entry in entries {
@@ -140,11 +171,7 @@ impl Outgoing {
 
     /// A message or presence: checked, committed (with the answer to `remember` for it, if any),
     /// then written in turn. Returns once committed.
-    pub(crate) async fn send(
-        &self,
-        element: Element,
-        remember: Option<Remembered>,
-    ) -> Result<(), SendError> {
+    async fn send(&self, element: Element, remember: Option<Remembered>) -> Result<(), SendError> {
         let inner = &self.inner;
         let out = inner.outbox.check(element)?;
         let reservation = inner
@@ -171,7 +198,7 @@ impl Outgoing {
     }
 
     /// An iq `result` or `error` answering a forwarded iq the hook accepted with `202`.
-    pub(crate) async fn answer(&self, element: Element) -> Result<(), SendError> {
+    async fn answer(&self, element: Element) -> Result<(), SendError> {
         let inner = &self.inner;
         let out = inner.outbox.check(element.clone())?;
         let attr = |name| element.attr(name).unwrap_or_default().to_owned();
@@ -187,11 +214,7 @@ impl Outgoing {
     }
 
     /// An iq `get` or `set`: written at once, and its answer awaited for up to `timeout`.
-    pub(crate) async fn ask(
-        &self,
-        element: Element,
-        timeout: Duration,
-    ) -> Result<Stanza, SendError> {
+    async fn ask(&self, element: Element, timeout: Duration) -> Result<Stanza, SendError> {
         let inner = &self.inner;
         let out = inner.outbox.check(element)?;
         let read = parse_stanza(&out.bytes, inner.limits)

@@ -397,7 +397,7 @@ fn open_database(path: &Path) -> Result<Database, QueueError> {
 }
 
 /// `create_dir_all`, with the directories it creates readable by their owner only.
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)

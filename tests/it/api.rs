@@ -781,3 +781,63 @@ async fn a_refused_join_is_a_409_that_says_why_and_a_room_that_lets_us_out_is_re
         .await;
     assert!(rejoin.is_some(), "no rejoin within {WAIT:?}");
 }
+
+#[tokio::test]
+async fn send_goes_through_the_running_instance_and_says_when_there_is_none() {
+    let mut stack = Stack::echo().await;
+    let config = stack.bridge.config_path();
+    let sent = run_cli(
+        &config,
+        &[
+            "send",
+            "--to",
+            "alice@localhost",
+            "--from",
+            "alerts",
+            "--body",
+            "from the shell",
+        ],
+    )
+    .await;
+    assert_eq!(sent.code(), Some(0), "{sent:?}");
+    let id = sent.stdout.trim();
+    let message = stack.conn.with_id(id).await;
+    assert_eq!(message.attr("from"), Some("alerts@bot.localhost"));
+    assert_eq!(body_of(&message).as_deref(), Some("from the shell"));
+
+    let sent = run_cli_with_input(
+        &config,
+        &["send"],
+        r#"{"to": "bob@localhost", "type": "headline", "body": "from stdin"}"#,
+    )
+    .await;
+    assert_eq!(sent.code(), Some(0), "{sent:?}");
+    let message = stack.conn.with_id(sent.stdout.trim()).await;
+    assert_eq!(
+        message.attr("from"),
+        Some("bot.localhost"),
+        "the bare domain by default"
+    );
+    assert_eq!(message.attr("type"), Some("headline"));
+
+    let refused = run_cli(
+        &config,
+        &[
+            "send",
+            "--to",
+            "a@localhost",
+            "--from",
+            "x@evil.example",
+            "--body",
+            "no",
+        ],
+    )
+    .await;
+    assert_ne!(refused.code(), Some(0));
+    assert!(refused.stderr.contains("evil.example"), "{refused:?}");
+
+    stack.bridge.kill();
+    let nobody = run_cli(&config, &["send", "--to", "a@localhost", "--body", "x"]).await;
+    assert_ne!(nobody.code(), Some(0));
+    assert!(nobody.stderr.contains("running instance"), "{nobody:?}");
+}

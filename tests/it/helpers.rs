@@ -1430,9 +1430,21 @@ fn bridge_command(
 /// Runs the binary with `--config config` and `args` (a command that exits, such as
 /// `dead-letters list`) and waits for it to exit, at most [`WAIT`].
 pub async fn run_cli(config: &Path, args: &[&str]) -> Finished {
+    run_cli_with_input(config, args, "").await
+}
+
+/// [`run_cli`] with `input` on the command's stdin.
+pub async fn run_cli_with_input(config: &Path, args: &[&str], input: &str) -> Finished {
+    use std::io::Write;
     let dir = tempfile::tempdir().expect("a temporary directory");
     let (mut command, stdout, stderr) = bridge_command(config, args, dir.path(), "info");
+    command.stdin(Stdio::piped());
     let mut child = command.spawn().expect("start the component-http binary");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input.as_bytes())
+            .expect("write the command's stdin");
+    }
     let deadline = Instant::now() + WAIT;
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait for the command") {
