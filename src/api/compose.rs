@@ -25,6 +25,7 @@ pub(crate) enum ComposeError {
 /// The JSON form of a stanza to send.
 #[derive(Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"to": "alice@localhost", "from": "alerts", "type": "chat", "body": "disk full on db1"}))]
 pub(crate) struct StanzaRequest {
     /// `message` (default), `presence` or `iq`.
     pub(crate) kind: Option<String>,

@@ -34,7 +34,7 @@ pub(crate) struct Accepted {
 #[utoipa::path(
     post,
     path = "/v1/stanzas",
-    params(("timeout" = Option<u64>, Query, description = "iq get/set: seconds to wait for the answer (1 to 120, default 30)")),
+    params(("timeout" = Option<u64>, Query, minimum = 1, maximum = 120, description = "iq get/set: seconds to wait for the answer (1 to 120, default 30)")),
     request_body(
         description = "The stanza: its fields as JSON, or the stanza itself as application/xmpp+xml",
         content(
@@ -105,6 +105,7 @@ pub(crate) async fn post_stanza(
 
 /// The fields `/msg` takes from a form or JSON.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"body": "backup done", "type": "chat"}))]
 pub(crate) struct MsgRequest {
     body: Option<String>,
     /// Default `chat`.
@@ -118,7 +119,7 @@ pub(crate) struct MsgRequest {
 #[utoipa::path(
     post,
     path = "/msg/{to}",
-    params(("to" = String, Path, description = "The recipient's JID")),
+    params(("to" = String, Path, description = "The recipient's JID", example = "alice@localhost")),
     request_body(
         description = "The message text, or a form or JSON with `body`, `type` and `to`",
         content(

@@ -841,3 +841,77 @@ async fn send_goes_through_the_running_instance_and_says_when_there_is_none() {
     assert_ne!(nobody.code(), Some(0));
     assert!(nobody.stderr.contains("running instance"), "{nobody:?}");
 }
+
+/// Whether `schemathesis` runs; when it does not, the test fails with CI=true and is skipped
+/// (with a notice) otherwise.
+fn schemathesis_available() -> bool {
+    let found = std::process::Command::new("schemathesis")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !found {
+        let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+        assert!(
+            !ci,
+            "schemathesis is required for this test (CI=true): pip install schemathesis"
+        );
+        eprintln!("notice: skipping the schemathesis run: pip install schemathesis");
+    }
+    found
+}
+
+#[tokio::test]
+async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document() {
+    if !schemathesis_available() {
+        return;
+    }
+    let mut stack = Stack::start(Reply::echo, with_api).await;
+    let api = Api::of(&stack.bridge).await;
+    let run = tokio::process::Command::new("schemathesis")
+        .args([
+            "run",
+            &format!("{}/v1/openapi.json", api.base),
+            "--header",
+            &format!("Authorization: Bearer {TOKEN}"),
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance",
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--max-examples",
+            "300",
+            "--workers",
+            "2",
+            "--max-response-time",
+            "10",
+            "--seed",
+            "20261202",
+        ])
+        .env("NO_COLOR", "1")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(600), run)
+        .await
+        .expect("schemathesis finished within 10 minutes")
+        .expect("schemathesis ran");
+    let report = String::from_utf8_lossy(&output.stdout);
+    eprintln!("{report}");
+    assert!(
+        output.status.success(),
+        "schemathesis found problems:\n{report}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The bridge's link to the server is the one it started with, and it still works.
+    assert_eq!(stack.server.connections(), 1, "the stream was never closed");
+    assert_echo(
+        &stack
+            .round_trip("a@localhost/r", "after-fuzz", "still up")
+            .await,
+        "still up",
+    );
+    let (status, accepted) = api
+        .stanza(message("alice@localhost", "after the fuzz"))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let sent = stack.conn.with_id(accepted["id"].as_str().unwrap()).await;
+    assert_eq!(body_of(&sent).as_deref(), Some("after the fuzz"));
+}
