@@ -260,14 +260,22 @@ async fn an_iq_the_hook_accepted_with_202_is_answered_through_the_api_and_does_n
         ))
         .await;
     stack.hook.wait_answered(1).await;
-    let (status, accepted) = api
-        .stanza(json!({
-            "kind": "iq", "type": "result", "id": "q2",
-            "to": "carol@localhost/phone", "from": "ops-weather@bot.localhost",
-            "payload": "<query xmlns='urn:example:weather'><sky>clear</sky></query>"
-        }))
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    // The hook's 202 may still be on its way into the bridge: until then nothing waits (409).
+    let answer_later = json!({
+        "kind": "iq", "type": "result", "id": "q2",
+        "to": "carol@localhost/phone", "from": "ops-weather@bot.localhost",
+        "payload": "<query xmlns='urn:example:weather'><sky>clear</sky></query>"
+    });
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, accepted) = api.stanza(answer_later.clone()).await;
+        if status == StatusCode::ACCEPTED {
+            break;
+        }
+        assert_eq!(status, StatusCode::CONFLICT, "{accepted}");
+        assert!(tokio::time::Instant::now() < deadline, "{accepted}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let result = stack.conn.with_id("q2").await;
     assert_eq!(result.attr("type"), Some("result"));
     assert!(to_xml(&result).contains("clear"));

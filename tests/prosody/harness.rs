@@ -32,6 +32,8 @@ use tokio_xmpp::{Client, Event};
 pub const DOMAIN: &str = "bot.localhost";
 /// The virtual host the test users live on.
 pub const HOST: &str = "localhost";
+/// The test Prosody's MUC service.
+pub const MUC: &str = "conference.localhost";
 /// Throwaway component secret shared by the test Prosody and the bridge.
 pub const COMPONENT_SECRET: &str = "throwaway-component-secret";
 /// Throwaway accounts created in every test Prosody.
@@ -184,12 +186,19 @@ pub struct Prosody {
 }
 
 impl Prosody {
-    /// Starts Prosody with the test users registered and `Component "bot.localhost"`, and waits
-    /// until both its client and component ports accept connections.
+    /// Starts Prosody with the test users registered, `Component "bot.localhost"` and a MUC
+    /// service on [`MUC`], and waits until both its client and component ports accept
+    /// connections.
     pub async fn start() -> Prosody {
+        Self::start_with("").await
+    }
+
+    /// [`Self::start`] with `host_lines` added to the users' `VirtualHost` section (e.g.
+    /// `modules_enabled = { "offline" }`, which adds to the global modules).
+    pub async fn start_with(host_lines: &str) -> Prosody {
         let mut last_error = String::new();
         for _ in 0..3 {
-            match Self::try_start().await {
+            match Self::try_start(host_lines).await {
                 Ok(prosody) => return prosody,
                 Err(error) => {
                     eprintln!("Prosody did not start, trying again: {error}");
@@ -200,7 +209,7 @@ impl Prosody {
         panic!("Prosody did not start: {last_error}");
     }
 
-    async fn try_start() -> Result<Prosody, String> {
+    async fn try_start(host_lines: &str) -> Result<Prosody, String> {
         let dir = tempfile::Builder::new()
             .prefix("prosody-")
             .tempdir()
@@ -234,9 +243,14 @@ authentication = "internal_plain"
 storage = "internal"
 
 VirtualHost "{HOST}"
+{host_lines}
 
 Component "{DOMAIN}"
     component_secret = "{COMPONENT_SECRET}"
+
+Component "{MUC}" "muc"
+    muc_room_locking = false
+    muc_room_default_persistent = true
 "#,
             pidfile = dir.path().join("prosody.pid").display(),
             data = data.display(),
@@ -289,7 +303,18 @@ Component "{DOMAIN}"
     /// SIGKILLs Prosody (no goodbye to anybody) and starts it again with the same config and
     /// ports; returns when the ports accept connections again, with the instant they did.
     pub async fn kill_and_restart(&mut self) -> Instant {
+        self.kill();
+        self.start_again().await
+    }
+
+    /// SIGKILLs Prosody and leaves it down.
+    pub fn kill(&mut self) {
         self.child.kill();
+    }
+
+    /// Starts Prosody again after [`Self::kill`], with the same config and ports; returns when
+    /// the ports accept connections again, with the instant they did.
+    pub async fn start_again(&mut self) -> Instant {
         self.child = ChildGuard::new(spawn_prosody(self.dir.path()));
         if let Err(error) = self.wait_ready().await {
             panic!("Prosody did not come back: {error}");
@@ -680,6 +705,45 @@ impl Bridge {
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// The base URL of its HTTP API (`[api] listen` on port 0), from its latest start-up line.
+    pub async fn api_base(&self) -> String {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+            let started = log
+                .rsplit("----- started again -----")
+                .next()
+                .unwrap_or_default();
+            if let Some(address) = started
+                .lines()
+                .filter(|line| line.contains("HTTP API listening"))
+                .find_map(|line| line.split("address=").nth(1))
+                .and_then(|rest| rest.split_whitespace().next())
+            {
+                return format!("http://{address}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the bridge's API did not start listening; its log:\n{}",
+                tail(&self.log_path(), 40)
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits until the bridge has seen its link to the server go down.
+    pub async fn wait_link_down(&self) {
+        let seen = wait_until(STARTUP_TIMEOUT, || {
+            std::fs::read_to_string(self.log_path())
+                .unwrap_or_default()
+                .rsplit("----- started again -----")
+                .next()
+                .is_some_and(|log| log.contains("XMPP link down"))
+        })
+        .await;
+        assert!(seen, "the bridge did not notice its link going down");
     }
 
     /// The queue's directory when the configuration leaves `data_dir` at its default.

@@ -5,6 +5,7 @@
 //! [`harness`]). Without Prosody installed the tests are skipped with a notice, unless `CI=true`,
 //! where they fail.
 
+mod api;
 mod builtin;
 mod durable;
 mod echo;
