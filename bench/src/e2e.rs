@@ -27,7 +27,7 @@ use tokio_xmpp::{Client, Event};
 use crate::report::Measured;
 
 pub const SECRET: &str = "bench-throwaway-secret";
-const PASSWORD: &str = "bench-throwaway-password";
+pub const PASSWORD: &str = "bench-throwaway-password";
 
 /// A throwaway Prosody on loopback with `users` accounts and `Component "bot.localhost"`.
 pub struct Prosody {
@@ -233,7 +233,8 @@ async fn drive_clients_here(
     Ok(measured)
 }
 
-async fn login(c2s_port: u16, user: usize) -> anyhow::Result<Client> {
+/// Logs `bench{user}` in and makes it available (so messages to its bare JID reach it).
+pub async fn login(c2s_port: u16, user: usize) -> anyhow::Result<Client> {
     let jid = BareJid::from_str(&format!("bench{user}@localhost"))?;
     let mut client = Client::new_plaintext(
         jid,
@@ -255,6 +256,10 @@ async fn login(c2s_port: u16, user: usize) -> anyhow::Result<Client> {
     })
     .await
     .context("login timed out")??;
+    let presence = Element::from_str("<presence xmlns='jabber:client'/>")?;
+    client
+        .send_stanza(Stanza::try_from(presence).map_err(|e| anyhow::anyhow!("{e:?}"))?)
+        .await?;
     Ok(client)
 }
 

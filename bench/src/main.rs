@@ -6,6 +6,7 @@
 //! `--soak MINUTES`, only the soak runs instead (steady load, hook failures and server
 //! restarts, an exact account of every message; see `soak.rs`) and prints its own report.
 
+mod api;
 mod e2e;
 mod hook;
 mod isolated;
@@ -170,6 +171,8 @@ async fn main() -> anyhow::Result<()> {
         },
     );
 
+    api_rows(&mut rows, scale.fast / 2).await?;
+
     let (written, stalled_rss) = stalled_row(scale.stalled).await?;
 
     if args.no_prosody {
@@ -224,6 +227,7 @@ async fn bridge_row(
         queue,
         retry_for: None,
         retry_max_interval: None,
+        extra: String::new(),
     })?;
     let accepted = isolated::accept_bridge(&listener).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -271,6 +275,7 @@ async fn e2e_rows(rows: &mut Vec<Row>, hook_url: &str, per_client: usize) -> any
             queue: "durable",
             retry_for: None,
             retry_max_interval: None,
+            extra: String::new(),
         })?;
         e2e::wait_routed(prosody.c2s_port).await?;
         let before = bridge.stats();
@@ -290,6 +295,120 @@ async fn e2e_rows(rows: &mut Vec<Row>, hook_url: &str, per_client: usize) -> any
             },
         );
     }
+
+    // Messages to the clients: written by a trivial component, then posted to the API.
+    let prosody_before = process::ProcStats::of(prosody.pid);
+    let mut measured = api::to_clients(
+        prosody.c2s_port,
+        CLIENTS,
+        per_client,
+        WINDOW,
+        api::Sender::Component(prosody.component_port),
+    )
+    .await?;
+    measured.cpu_seconds =
+        Some(process::ProcStats::of(prosody.pid).cpu_seconds - prosody_before.cpu_seconds);
+    record(
+        rows,
+        Row {
+            mode: "prosody",
+            name: format!(
+                "ceiling: trivial component writing to {CLIENTS} clients × window {WINDOW} (CPU: Prosody)"
+            ),
+            measured,
+        },
+    );
+    let address = api::free_address()?;
+    let bridge = Bridge::spawn(&BridgeOptions {
+        server: format!("127.0.0.1:{}", prosody.component_port),
+        secret: e2e::SECRET,
+        hook_url: hook_url.to_owned(),
+        ordering: "conversation",
+        max_in_flight: 256,
+        hook_timeout: Duration::from_secs(15),
+        http2: false,
+        queue: "durable",
+        retry_for: None,
+        retry_max_interval: None,
+        extra: api::api_table(address),
+    })?;
+    e2e::wait_routed(prosody.c2s_port).await?;
+    process::wait_listening(address).await?;
+    let before = bridge.stats();
+    let mut measured = api::to_clients(
+        prosody.c2s_port,
+        CLIENTS,
+        per_client,
+        WINDOW,
+        api::Sender::Api(format!("http://{address}")),
+    )
+    .await?;
+    let after = bridge.stats();
+    measured.cpu_seconds = Some(after.cpu_seconds - before.cpu_seconds);
+    measured.peak_rss_kib = Some(after.peak_rss_kib);
+    record(
+        rows,
+        Row {
+            mode: "prosody",
+            name: format!(
+                "API → {CLIENTS} clients × window {WINDOW}, queue=durable (latency: POST to receipt)"
+            ),
+            measured,
+        },
+    );
+    Ok(())
+}
+
+/// The API alone: the bridge's `POST /v1/stanzas` with the harness as its XMPP server, next to
+/// a hyper server that answers `202` without doing anything.
+async fn api_rows(rows: &mut Vec<Row>, requests: usize) -> anyhow::Result<()> {
+    const IN_FLIGHT: usize = 64;
+    let ceiling = api::ceiling_server().await?;
+    record(
+        rows,
+        Row {
+            mode: "isolated",
+            name: format!("ceiling: hyper answering 202, no work, {IN_FLIGHT} requests in flight"),
+            measured: api::post_messages(
+                &format!("http://{ceiling}/v1/stanzas"),
+                requests,
+                IN_FLIGHT,
+            )
+            .await?,
+        },
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let address = api::free_address()?;
+    let bridge = Bridge::spawn(&BridgeOptions {
+        server: listener.local_addr()?.to_string(),
+        secret: isolated::SECRET,
+        hook_url: "http://127.0.0.1:9/".into(),
+        ordering: "conversation",
+        max_in_flight: 256,
+        hook_timeout: Duration::from_secs(15),
+        http2: false,
+        queue: "durable",
+        retry_for: None,
+        retry_max_interval: None,
+        extra: api::api_table(address),
+    })?;
+    let (read, _write, codec) = isolated::accept_bridge(&listener).await?.into_parts();
+    api::drain(read, codec);
+    process::wait_listening(address).await?;
+    let before = bridge.stats();
+    let mut measured =
+        api::post_messages(&format!("http://{address}/v1/stanzas"), requests, IN_FLIGHT).await?;
+    let after = bridge.stats();
+    measured.cpu_seconds = Some(after.cpu_seconds - before.cpu_seconds);
+    measured.peak_rss_kib = Some(after.peak_rss_kib);
+    record(
+        rows,
+        Row {
+            mode: "isolated",
+            name: format!("API: POST /v1/stanzas, queue=durable, {IN_FLIGHT} requests in flight"),
+            measured,
+        },
+    );
     Ok(())
 }
 
@@ -309,6 +428,7 @@ async fn stalled_row(total: usize) -> anyhow::Result<(usize, u64)> {
         queue: "durable",
         retry_for: None,
         retry_max_interval: None,
+        extra: String::new(),
     })?;
     let accepted = isolated::accept_bridge(&listener).await?;
     let (written, _accepted) = isolated::flood(accepted, total, 100).await?;
@@ -370,6 +490,25 @@ fn print_targets(rows: &[Row], idle_rss_kib: u64, stalled_rss_kib: u64) {
             ceiling_p99.as_secs_f64() * 1e3,
             p99.as_secs_f64() * 1e3,
             check(p99 <= ceiling_p99 * 2)
+        );
+    }
+    if let (Some(ceiling), Some(api)) = (row("ceiling: hyper answering 202"), row("API: POST")) {
+        let ratio = api.per_second() / ceiling.per_second().max(1.0);
+        println!(
+            "- API alone ≥ 0.5 × hyper answering 202 ({:.0}/s): {:.0}/s, ratio {ratio:.2} — {}",
+            ceiling.per_second(),
+            api.per_second(),
+            check(ratio >= 0.5)
+        );
+    }
+    if let (Some(ceiling), Some(api)) = (row("ceiling: trivial component writing"), row("API → "))
+    {
+        let ratio = api.per_second() / ceiling.per_second().max(1.0);
+        println!(
+            "- API → Prosody → clients ≥ 0.8 × trivial component writing ({:.0}/s): {:.0}/s, ratio {ratio:.2} — {}",
+            ceiling.per_second(),
+            api.per_second(),
+            check(ratio >= 0.8)
         );
     }
     println!(

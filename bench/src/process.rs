@@ -27,6 +27,8 @@ pub struct BridgeOptions<'a> {
     pub retry_for: Option<Duration>,
     /// `retry_max_interval`; `None` leaves the bridge's default (5 min).
     pub retry_max_interval: Option<Duration>,
+    /// Tables appended to the configuration (e.g. `[api]`).
+    pub extra: String,
 }
 
 /// The bridge binary sits beside the harness's own binary (both built by one cargo command).
@@ -56,7 +58,7 @@ impl Bridge {
         }
         let config = format!(
             "domain = \"bot.localhost\"\nserver = \"{}\"\nsecret = \"{}\"\nordering = \"{}\"\nmax_in_flight = {}\nqueue = \"{}\"\n{retry}\
-             [webhook]\nurl = \"{}\"\ntimeout = \"{}s\"\nhttp2_prior_knowledge = {}\n",
+             [webhook]\nurl = \"{}\"\ntimeout = \"{}s\"\nhttp2_prior_knowledge = {}\n{}\n",
             options.server,
             options.secret,
             options.ordering,
@@ -65,6 +67,7 @@ impl Bridge {
             options.hook_url,
             options.hook_timeout.as_secs().max(1),
             options.http2,
+            options.extra,
         );
         let path = dir.path().join("bench.toml");
         std::fs::write(&path, config)?;
@@ -89,6 +92,19 @@ impl Bridge {
     pub fn stats(&self) -> ProcStats {
         ProcStats::of(self.pid)
     }
+}
+
+/// Waits until something accepts TCP connections on `address` (a bridge's API starting up).
+pub async fn wait_listening(address: std::net::SocketAddr) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(address).await.is_err() {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "nothing listens on {address} after 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
 }
 
 /// How many file descriptors the process has open (entries of /proc/PID/fd); `None` once it is

@@ -534,6 +534,7 @@ pub async fn run(options: SoakOptions) -> anyhow::Result<Vec<String>> {
         queue: "durable",
         retry_for: Some(RETRY_FOR),
         retry_max_interval: Some(RETRY_MAX_INTERVAL),
+        extra: String::new(),
     })?;
     let watched = Watched {
         bridge,
