@@ -36,6 +36,9 @@ struct Args {
     /// Skip the end-to-end rows through Prosody.
     #[arg(long)]
     no_prosody: bool,
+    /// Only the isolated API rows, with this many requests each (for profiling the API).
+    #[arg(long, value_name = "REQUESTS")]
+    api_only: Option<usize>,
     /// Run only the soak, for this many minutes: steady load with hook failures and server
     /// restarts mixed in, then an account of every message (exit status 1 if any is lost or
     /// memory or descriptors grew).
@@ -67,6 +70,12 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("soak failed: {}", failures.join("; "));
             std::process::exit(1);
         }
+        return Ok(());
+    }
+    if let Some(requests) = args.api_only {
+        let mut rows = Vec::new();
+        api_rows(&mut rows, requests).await?;
+        report::print_table(&rows);
         return Ok(());
     }
     let scale = if args.smoke {
