@@ -4,8 +4,6 @@
 //! trivial component written here that answers every message itself, without HTTP: the most
 //! any external component can get through that server on this machine.
 
-use std::net::TcpListener as StdListener;
-use std::process::Stdio;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -16,7 +14,6 @@ use component_http::xmpp::write;
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
 use tokio_xmpp::connect::DnsConfig;
 use tokio_xmpp::jid::BareJid;
 use tokio_xmpp::minidom::Element;
@@ -24,18 +21,25 @@ use tokio_xmpp::parsers::stanza::Stanza;
 use tokio_xmpp::xmlstream::Timeouts;
 use tokio_xmpp::{Client, Event};
 
+use testkit::prosody::{Prosody, ProsodyOptions};
+
 use crate::report::Measured;
 
-pub const SECRET: &str = "bench-throwaway-secret";
+/// The test Prosody's component secret.
+pub const SECRET: &str = testkit::prosody::COMPONENT_SECRET;
 pub const PASSWORD: &str = "bench-throwaway-password";
 
-/// A throwaway Prosody on loopback with `users` accounts and `Component "bot.localhost"`.
-pub struct Prosody {
-    _child: Child,
-    _dir: tempfile::TempDir,
-    pub c2s_port: u16,
-    pub component_port: u16,
-    pub pid: u32,
+/// The test suite's throwaway Prosody ([`testkit::prosody`]), with `users` accounts
+/// `bench{i}` and logging only what the harness needs.
+pub async fn start_prosody(users: usize) -> Prosody {
+    Prosody::start_with_options(&ProsodyOptions {
+        accounts: (0..users)
+            .map(|user| (format!("bench{user}"), PASSWORD.to_owned()))
+            .collect(),
+        quiet: true,
+        ..ProsodyOptions::default()
+    })
+    .await
 }
 
 /// Whether a `prosody` executable is on the PATH (`prosody` has no harmless flag to probe with:
@@ -44,83 +48,6 @@ pub fn prosody_available() -> bool {
     std::env::var_os("PATH")
         .map(|path| std::env::split_paths(&path).any(|dir| dir.join("prosody").is_file()))
         .unwrap_or(false)
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(StdListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-impl Prosody {
-    pub async fn start(users: usize) -> anyhow::Result<Prosody> {
-        let dir = tempfile::tempdir()?;
-        let (c2s_port, component_port) = (free_port()?, free_port()?);
-        let data = dir.path().join("data");
-        let accounts = data.join("localhost").join("accounts");
-        std::fs::create_dir_all(&accounts)?;
-        std::fs::create_dir_all(dir.path().join("certs"))?;
-        for user in 0..users {
-            // Prosody's internal_plain storage: one Lua table per account.
-            std::fs::write(
-                accounts.join(format!("bench{user}.dat")),
-                format!("return {{ [\"password\"] = \"{PASSWORD}\"; }};\n"),
-            )?;
-        }
-        let config = format!(
-            r#"daemonize = false
-pidfile = "{dir}/prosody.pid"
-data_path = "{data}"
-certificates = "{dir}/certs"
-log = {{ warn = "{dir}/prosody.log" }}
-interfaces = {{ "127.0.0.1" }}
-c2s_ports = {{ {c2s_port} }}
-c2s_direct_tls_ports = {{ }}
-component_ports = {{ {component_port} }}
-component_interfaces = {{ "127.0.0.1" }}
-http_ports = {{ }}
-https_ports = {{ }}
-modules_enabled = {{ "roster"; "saslauth"; "disco"; "ping" }}
-modules_disabled = {{ "s2s"; "posix" }}
-c2s_require_encryption = false
-allow_unencrypted_plain_auth = true
-authentication = "internal_plain"
-VirtualHost "localhost"
-Component "bot.localhost"
-    component_secret = "{SECRET}"
-"#,
-            dir = dir.path().display(),
-            data = data.display(),
-        );
-        let config_path = dir.path().join("prosody.cfg.lua");
-        std::fs::write(&config_path, config)?;
-        let child = Command::new("prosody")
-            .arg("--config")
-            .arg(&config_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("cannot start prosody")?;
-        let pid = child.id().unwrap_or_default();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", c2s_port)).await.is_err()
-            || TcpStream::connect(("127.0.0.1", component_port))
-                .await
-                .is_err()
-        {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "Prosody did not open its ports within 20 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(Prosody {
-            _child: child,
-            _dir: dir,
-            c2s_port,
-            component_port,
-            pid,
-        })
-    }
 }
 
 /// The ceiling's component: authenticates, then answers every message with the echo bot's reply.

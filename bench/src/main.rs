@@ -253,14 +253,15 @@ async fn e2e_rows(rows: &mut Vec<Row>, hook_url: &str, per_client: usize) -> any
     const CLIENTS: usize = 20;
     const WINDOW: usize = 10;
     eprintln!("starting Prosody for the end-to-end rows");
-    let prosody = e2e::Prosody::start(CLIENTS).await?;
+    let prosody = e2e::start_prosody(CLIENTS).await;
+    let prosody_pid = prosody.pid().unwrap_or_default();
     let component = e2e::trivial_component(prosody.component_port).await?;
     eprintln!("trivial component connected; waiting until Prosody routes to it");
     e2e::wait_routed(prosody.c2s_port).await?;
-    let prosody_before = process::ProcStats::of(prosody.pid);
+    let prosody_before = process::ProcStats::of(prosody_pid);
     let mut measured = e2e::drive_clients(prosody.c2s_port, CLIENTS, per_client, WINDOW).await?;
     measured.cpu_seconds =
-        Some(process::ProcStats::of(prosody.pid).cpu_seconds - prosody_before.cpu_seconds);
+        Some(process::ProcStats::of(prosody_pid).cpu_seconds - prosody_before.cpu_seconds);
     record(
         rows,
         Row {
@@ -306,7 +307,7 @@ async fn e2e_rows(rows: &mut Vec<Row>, hook_url: &str, per_client: usize) -> any
     }
 
     // Messages to the clients: written by a trivial component, then posted to the API.
-    let prosody_before = process::ProcStats::of(prosody.pid);
+    let prosody_before = process::ProcStats::of(prosody_pid);
     let mut measured = api::to_clients(
         prosody.c2s_port,
         CLIENTS,
@@ -316,7 +317,7 @@ async fn e2e_rows(rows: &mut Vec<Row>, hook_url: &str, per_client: usize) -> any
     )
     .await?;
     measured.cpu_seconds =
-        Some(process::ProcStats::of(prosody.pid).cpu_seconds - prosody_before.cpu_seconds);
+        Some(process::ProcStats::of(prosody_pid).cpu_seconds - prosody_before.cpu_seconds);
     record(
         rows,
         Row {

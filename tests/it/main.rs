@@ -1,8 +1,9 @@
 //! Integration tests of the `component-http` binary over real sockets: a scripted XEP-0114
 //! server on one side, a scripted webhook on the other, the bridge process in between with a
-//! generated configuration. One module per behaviour; the fixtures live in `helpers`.
+//! generated configuration. One module per behaviour; the fixtures live in the `testkit` crate
+//! (`testkit::scripted`, used here as `helpers`).
 
-mod helpers;
+use testkit::scripted as helpers;
 
 mod api;
 mod builtin;

@@ -2,14 +2,14 @@
 //! talks to JIDs of the component's domain, and sees what the webhook made of it.
 //!
 //! Each test starts its own Prosody, webhook and bridge on free loopback ports (see
-//! [`harness`]). Without Prosody installed the tests are skipped with a notice, unless `CI=true`,
-//! where they fail.
+//! `testkit::prosody`, used here as `harness`). Without Prosody installed the tests are skipped
+//! with a notice, unless `CI=true`, where they fail.
 
 mod api;
 mod builtin;
 mod durable;
 mod echo;
-mod harness;
+use testkit::prosody as harness;
 mod harness_check;
 mod http_errors;
 mod payload;

@@ -1410,7 +1410,7 @@ fn bridge_command(
 ) -> (Command, PathBuf, PathBuf) {
     let stdout = dir.join("stdout.log");
     let stderr = dir.join("stderr.log");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_component-http"));
+    let mut command = Command::new(crate::bridge_binary());
     command
         .arg("--config")
         .arg(config)

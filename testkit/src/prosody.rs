@@ -32,6 +32,18 @@ use tokio_xmpp::{Client, Event};
 pub const DOMAIN: &str = "bot.localhost";
 /// The virtual host the test users live on.
 pub const HOST: &str = "localhost";
+/// How to set up a test Prosody besides the defaults of [`Prosody::start`].
+#[derive(Debug, Clone, Default)]
+pub struct ProsodyOptions {
+    /// Lines added to the users' `VirtualHost` section.
+    pub host_lines: String,
+    /// Accounts besides [`USERS`]: (user, password).
+    pub accounts: Vec<(String, String)>,
+    /// Log only at `info` (what the harness reads: component logins), not every stanza at
+    /// `debug`; for measurements, where logging would slow Prosody down.
+    pub quiet: bool,
+}
+
 /// The test Prosody's MUC service.
 pub const MUC: &str = "conference.localhost";
 /// Throwaway component secret shared by the test Prosody and the bridge.
@@ -136,6 +148,12 @@ pub struct ClosedPort {
     pub port: u16,
 }
 
+impl Default for ClosedPort {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl ClosedPort {
     pub fn new() -> ClosedPort {
         let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
@@ -190,15 +208,24 @@ impl Prosody {
     /// service on [`MUC`], and waits until both its client and component ports accept
     /// connections.
     pub async fn start() -> Prosody {
-        Self::start_with("").await
+        Self::start_with_options(&ProsodyOptions::default()).await
     }
 
     /// [`Self::start`] with `host_lines` added to the users' `VirtualHost` section (e.g.
     /// `modules_enabled = { "offline" }`, which adds to the global modules).
     pub async fn start_with(host_lines: &str) -> Prosody {
+        Self::start_with_options(&ProsodyOptions {
+            host_lines: host_lines.to_owned(),
+            ..ProsodyOptions::default()
+        })
+        .await
+    }
+
+    /// [`Self::start`] as `options` say.
+    pub async fn start_with_options(options: &ProsodyOptions) -> Prosody {
         let mut last_error = String::new();
         for _ in 0..3 {
-            match Self::try_start(host_lines).await {
+            match Self::try_start(options).await {
                 Ok(prosody) => return prosody,
                 Err(error) => {
                     eprintln!("Prosody did not start, trying again: {error}");
@@ -209,7 +236,9 @@ impl Prosody {
         panic!("Prosody did not start: {last_error}");
     }
 
-    async fn try_start(host_lines: &str) -> Result<Prosody, String> {
+    async fn try_start(options: &ProsodyOptions) -> Result<Prosody, String> {
+        let host_lines = &options.host_lines;
+        let log_level = if options.quiet { "info" } else { "debug" };
         let dir = tempfile::Builder::new()
             .prefix("prosody-")
             .tempdir()
@@ -219,13 +248,16 @@ impl Prosody {
         let certs = dir.path().join("certs");
         std::fs::create_dir_all(&certs).expect("certs dir");
         register_users(&data);
+        for (user, password) in &options.accounts {
+            write_account(&data, user, password);
+        }
         let config = format!(
             r#"-- throwaway Prosody for end-to-end tests
 daemonize = false
 pidfile = "{pidfile}"
 data_path = "{data}"
 certificates = "{certs}"
-log = {{ debug = "{log}" }}
+log = {{ {log_level} = "{log}" }}
 interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {c2s_port} }}
 c2s_direct_tls_ports = {{ }}
@@ -320,6 +352,11 @@ Component "{MUC}" "muc"
             panic!("Prosody did not come back: {error}");
         }
         Instant::now()
+    }
+
+    /// Prosody's process id, while it runs (for its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.pid()
     }
 
     /// How many times an external component has authenticated so far.
@@ -669,7 +706,7 @@ impl Bridge {
             .append(true)
             .open(self.log_path())
             .expect("bridge log");
-        let child = Command::new(env!("CARGO_BIN_EXE_component-http"))
+        let child = Command::new(crate::bridge_binary())
             .arg("--config")
             .arg(self.dir.path().join(BRIDGE_CONFIG))
             .arg("run")
