@@ -11,15 +11,9 @@ use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio_xmpp::connect::DnsConfig;
 use tokio_xmpp::jid::{BareJid, FullJid};
@@ -137,32 +131,6 @@ pub fn free_ports<const N: usize>() -> [u16; N] {
         *port = listener.local_addr().expect("local addr").port();
     }
     ports
-}
-
-/// A port on 127.0.0.1 that refuses connections and that no other test can take: a socket
-/// bound to it but not listening (the kernel answers a connection with a reset). A hook that is
-/// "down" uses one, and [`Hook::start_on`] starts listening on the same socket, so no other
-/// test's server can take the port in between.
-pub struct ClosedPort {
-    socket: tokio::net::TcpSocket,
-    pub port: u16,
-}
-
-impl Default for ClosedPort {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl ClosedPort {
-    pub fn new() -> ClosedPort {
-        let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
-        socket
-            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .expect("bind 127.0.0.1:0");
-        let port = socket.local_addr().expect("local addr").port();
-        ClosedPort { socket, port }
-    }
 }
 
 /// Whether something accepts TCP connections on 127.0.0.1:`port`.
@@ -437,215 +405,14 @@ impl Drop for Prosody {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Webhook
+// Webhook: the scripted one of [`crate::scripted`]
 // ---------------------------------------------------------------------------------------------
 
-/// What the scripted webhook answers.
-#[derive(Clone, Debug)]
-pub struct Reply {
-    pub status: u16,
-    pub content_type: Option<String>,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    /// How long to wait before answering.
-    pub delay: Duration,
-}
-
-impl Reply {
-    pub fn new(status: u16) -> Self {
-        Self {
-            status,
-            content_type: None,
-            headers: Vec::new(),
-            body: Vec::new(),
-            delay: Duration::ZERO,
-        }
-    }
-
-    pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.to_owned(), value.to_owned()));
-        self
-    }
-
-    pub fn delay(mut self, delay: Duration) -> Self {
-        self.delay = delay;
-        self
-    }
-
-    pub fn content_type(mut self, value: &str) -> Self {
-        self.content_type = Some(value.to_owned());
-        self
-    }
-
-    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
-        self.body = body.into();
-        self
-    }
-
-    /// `200 application/json` with `value`.
-    pub fn json(value: Value) -> Self {
-        Self::new(200)
-            .content_type("application/json")
-            .body(value.to_string())
-    }
-
-    /// What the classic PHP echo bot answers to `request`.
-    pub fn echo(request: &Value) -> Self {
-        Self::json(json!({ "body": echo_text(request["body"].as_str().unwrap_or("")) }))
-    }
-}
-
-/// The echo bot's answer to `text`.
-pub fn echo_text(text: &str) -> String {
-    format!("Did you say {text}?")
-}
-
-/// One request the webhook received.
-#[derive(Clone, Debug)]
-pub struct Recorded {
-    pub headers: HeaderMap,
-    pub raw: Bytes,
-    /// The body parsed as JSON (`Value::Null` when it was not JSON).
-    pub json: Value,
-    /// When the hook had its answer ready (after any delay); unset while it waits, or if the
-    /// caller went away before.
-    pub answered: Arc<OnceLock<Instant>>,
-}
-
-impl Recorded {
-    /// The `webhook-id` header; every call must carry one.
-    pub fn webhook_id(&self) -> String {
-        self.headers
-            .get("webhook-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_else(|| panic!("a call without a webhook-id: {}", self.json))
-            .to_owned()
-    }
-}
-
-type Responder = Arc<dyn Fn(&Value) -> Reply + Send + Sync>;
-
-#[derive(Clone)]
-struct HookState {
-    responder: Responder,
-    recorded: Arc<Mutex<Vec<Recorded>>>,
-}
-
-/// A local webhook on 127.0.0.1:0 whose answers a test scripts and which records every request.
-pub struct Hook {
-    pub url: String,
-    recorded: Arc<Mutex<Vec<Recorded>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Hook {
-    pub async fn start(responder: impl Fn(&Value) -> Reply + Send + Sync + 'static) -> Hook {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind webhook");
-        Self::serve(listener, Arc::new(responder))
-    }
-
-    /// The webhook of a hook that was down and comes up, on the port `down` kept for it.
-    pub fn start_on(
-        down: ClosedPort,
-        responder: impl Fn(&Value) -> Reply + Send + Sync + 'static,
-    ) -> Hook {
-        let listener = down
-            .socket
-            .listen(1024)
-            .expect("webhook: listen on the kept port");
-        Self::serve(listener, Arc::new(responder))
-    }
-
-    fn serve(listener: tokio::net::TcpListener, responder: Responder) -> Hook {
-        let recorded = Arc::new(Mutex::new(Vec::new()));
-        let state = HookState {
-            responder,
-            recorded: recorded.clone(),
-        };
-        let app = axum::Router::new()
-            .route("/hook", axum::routing::post(handle_hook))
-            .with_state(state);
-        let port = listener.local_addr().expect("webhook addr").port();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("webhook server");
-        });
-        Hook {
-            url: hook_url(port),
-            recorded,
-            task,
-        }
-    }
-
-    /// How many requests arrived so far.
-    pub fn count(&self) -> usize {
-        self.recorded.lock().expect("hook lock").len()
-    }
-
-    pub fn requests(&self) -> Vec<Recorded> {
-        self.recorded.lock().expect("hook lock").clone()
-    }
-
-    /// Waits until at least `n` requests arrived; returns them all.
-    pub async fn wait_requests(&self, n: usize) -> Vec<Recorded> {
-        let ok = wait_until(REPLY_TIMEOUT, || self.requests().len() >= n).await;
-        let got = self.requests();
-        assert!(
-            ok,
-            "the webhook expected {n} request(s) but got {}: {:#?}",
-            got.len(),
-            got.iter().map(|r| &r.json).collect::<Vec<_>>()
-        );
-        got
-    }
-}
+pub use crate::scripted::{ClosedPort, Hook, Reply, Request, echo_text};
 
 /// The webhook's URL when it listens on `port`.
 pub fn hook_url(port: u16) -> String {
     format!("http://127.0.0.1:{port}/hook")
-}
-
-impl Drop for Hook {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn handle_hook(State(state): State<HookState>, headers: HeaderMap, raw: Bytes) -> Response {
-    let json = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-    let reply = (state.responder)(&json);
-    let answered = Arc::new(OnceLock::new());
-    state.recorded.lock().expect("hook lock").push(Recorded {
-        headers,
-        raw,
-        json,
-        answered: answered.clone(),
-    });
-    if !reply.delay.is_zero() {
-        tokio::time::sleep(reply.delay).await;
-    }
-    let _ = answered.set(Instant::now());
-    let status = StatusCode::from_u16(reply.status).expect("valid status");
-    let mut response = (status, reply.body).into_response();
-    for (name, value) in &reply.headers {
-        response.headers_mut().insert(
-            header::HeaderName::from_bytes(name.as_bytes()).expect("valid header name"),
-            value.parse().expect("valid header value"),
-        );
-    }
-    match reply.content_type {
-        Some(ct) => {
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                ct.parse().expect("valid content type"),
-            );
-        }
-        None => {
-            response.headers_mut().remove(header::CONTENT_TYPE);
-        }
-    }
-    response
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -833,7 +600,7 @@ pub struct Stack {
 impl Stack {
     /// Everything up and connected; `None` (after a notice) when Prosody is not installed.
     pub async fn start(
-        responder: impl Fn(&Value) -> Reply + Send + Sync + 'static,
+        responder: impl Fn(&Request) -> Reply + Send + Sync + 'static,
         extra_config: &str,
     ) -> Option<Stack> {
         if !require_tool("prosody", "prosody") {
@@ -841,7 +608,7 @@ impl Stack {
         }
         let prosody = Prosody::start().await;
         let hook = Hook::start(responder).await;
-        let bridge = Bridge::start(&prosody, &hook.url, extra_config).await;
+        let bridge = Bridge::start(&prosody, &hook.url(), extra_config).await;
         Some(Stack {
             bridge,
             hook,

@@ -874,6 +874,32 @@ pub struct Hook {
     server: JoinHandle<()>,
 }
 
+/// A port on 127.0.0.1 that refuses connections and that no other test can take: a socket
+/// bound to it but not listening (the kernel answers a connection with a reset). A hook that is
+/// "down" uses one, and [`Hook::start_on`] starts listening on the same socket, so no other
+/// test's server can take the port in between.
+pub struct ClosedPort {
+    socket: tokio::net::TcpSocket,
+    pub port: u16,
+}
+
+impl Default for ClosedPort {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ClosedPort {
+    pub fn new() -> ClosedPort {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+        socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("bind 127.0.0.1:0");
+        let port = socket.local_addr().expect("local addr").port();
+        ClosedPort { socket, port }
+    }
+}
+
 impl Drop for Hook {
     fn drop(&mut self) {
         self.server.abort();
@@ -885,6 +911,25 @@ impl Hook {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the webhook on 127.0.0.1:0");
+        Self::serve(listener, responder)
+    }
+
+    /// The webhook of a hook that was down and comes up, on the port `down` kept for it.
+    pub fn start_on(
+        down: ClosedPort,
+        responder: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+    ) -> Hook {
+        let listener = down
+            .socket
+            .listen(1024)
+            .expect("webhook: listen on the kept port");
+        Self::serve(listener, responder)
+    }
+
+    fn serve(
+        listener: TcpListener,
+        responder: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+    ) -> Hook {
         let addr = listener.local_addr().expect("webhook address");
         let (gate, _) = watch::channel(false);
         let state = Arc::new(HookState {

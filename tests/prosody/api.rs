@@ -11,7 +11,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    Bridge, DOMAIN, Hook, Prosody, REPLY_TIMEOUT, Reply, Stack, XmppClient, body, require_tool,
+    Bridge, DOMAIN, Hook, Prosody, REPLY_TIMEOUT, Reply, Request, Stack, XmppClient, body,
+    require_tool,
 };
 
 const TOKEN: &str = "alerts-throwaway-token-0123";
@@ -94,7 +95,7 @@ async fn api_messages_reach_a_user_also_when_sent_while_prosody_or_the_bridge_wa
     // Offline storage, so that what the bridge writes before the user is back waits for them.
     let mut prosody = Prosody::start_with("    modules_enabled = { \"offline\" }").await;
     let hook = Hook::start(Reply::echo).await;
-    let mut bridge = Bridge::start(&prosody, &hook.url, &api_config("")).await;
+    let mut bridge = Bridge::start(&prosody, &hook.url(), &api_config("")).await;
     let api = Api::of(&bridge).await;
     let mut user = prosody.client("user1").await;
     let alerts = format!("alerts@{DOMAIN}");
@@ -172,7 +173,7 @@ async fn api_messages_reach_a_user_also_when_sent_while_prosody_or_the_bridge_wa
 #[tokio::test]
 async fn an_iq_through_the_api_gets_the_servers_answer_and_a_hooks_202_is_answered_later() {
     let Some(stack) = Stack::start(
-        |_: &Value| Reply::new(202),
+        |_: &Request| Reply::status(202),
         &api_config("stanzas = [\"message\", \"iq\"]\niq_timeout = \"2s\""),
     )
     .await

@@ -24,7 +24,7 @@ use component_http::queue::redb::{FILE_NAME, RedbQueue};
 use tokio_xmpp::minidom::Element;
 
 use crate::harness::{
-    Bridge, ClosedPort, Hook, Prosody, Recorded, Reply, StanzaErrorInfo, XmppClient, body,
+    Bridge, ClosedPort, Hook, Prosody, Reply, Request, StanzaErrorInfo, XmppClient, body,
     echo_text, from_component, hook_url, parse_stanza_xml, require_tool, stanza_error, to_xml,
     wait_until,
 };
@@ -244,7 +244,7 @@ impl Sighting {
 
 /// The calls the hook received, each decoded from its body (`senderN-SEQ …`), checked to come
 /// from that sender.
-fn sightings(requests: &[Recorded]) -> Vec<Sighting> {
+fn sightings(requests: &[Request]) -> Vec<Sighting> {
     requests
         .iter()
         .enumerate()
@@ -388,7 +388,7 @@ async fn a_hook_down_for_30_s_gets_each_of_5000_messages_once_and_in_order() {
     eprintln!(
         "all echoes in {:?} after the hook came back ({} calls)",
         back.elapsed(),
-        hook.count()
+        hook.requests().len()
     );
 
     // Every sender got an echo for each message, once, and no error.
@@ -474,7 +474,7 @@ async fn a_bridge_killed_amid_10000_messages_delivers_what_it_had_stored_after_a
     }
     let prosody = Prosody::start().await;
     let hook = Hook::start(|request| Reply::echo(request).delay(CRASH_HOOK_DELAY)).await;
-    let mut bridge = Bridge::start(&prosody, &hook.url, "").await;
+    let mut bridge = Bridge::start(&prosody, &hook.url(), "").await;
     let senders = connect_senders(&prosody, CRASH_SENDERS, 0).await;
 
     let started = Instant::now();
@@ -493,11 +493,13 @@ async fn a_bridge_killed_amid_10000_messages_delivers_what_it_had_stored_after_a
         .collect();
 
     assert!(
-        wait_until(Duration::from_secs(60), || hook.count() >= KILL_AFTER).await,
+        wait_until(Duration::from_secs(60), || hook.requests().len()
+            >= KILL_AFTER)
+        .await,
         "the hook saw only {} calls",
-        hook.count()
+        hook.requests().len()
     );
-    let seen_before_kill = hook.count();
+    let seen_before_kill = hook.requests().len();
     bridge.kill();
     let killed = Instant::now();
     let killed_at = killed.duration_since(started);
@@ -511,10 +513,10 @@ async fn a_bridge_killed_amid_10000_messages_delivers_what_it_had_stored_after_a
     .expect("copy the queue file");
     // Calls the killed process had already written may still reach the hook: wait until no
     // call has come for a while, so that every call counted after this is the new process's.
-    let mut seen_before_restart = hook.count();
+    let mut seen_before_restart = hook.requests().len();
     loop {
         tokio::time::sleep(QUIET).await;
-        let now = hook.count();
+        let now = hook.requests().len();
         if now == seen_before_restart {
             break;
         }
@@ -620,8 +622,7 @@ async fn a_bridge_killed_amid_10000_messages_delivers_what_it_had_stored_after_a
         .filter(|s| {
             requests[s.index]
                 .answered
-                .get()
-                .is_none_or(|at| *at >= killed)
+                .is_none_or(|at| at.into_std() >= killed)
         })
         .map(Sighting::message)
         .collect();

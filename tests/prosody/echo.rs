@@ -2,9 +2,9 @@
 //! domain comes back as the hook's answer, from the JID it was sent to, whatever JSON media type
 //! the hook declares and whichever kind of address (domain, bare JID, full JID) was used.
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::harness::{Reply, Stack, body, echo_text};
+use crate::harness::{Reply, Request, Stack, body, echo_text};
 
 #[tokio::test]
 async fn a_chat_message_comes_back_from_the_echo_bot() {
@@ -30,16 +30,17 @@ async fn a_chat_message_comes_back_from_the_echo_bot() {
 /// `application/json` with parameters, in any case, and `application/*+json` are JSON too.
 #[tokio::test]
 async fn json_media_types_with_parameters_are_understood() {
-    let content_type = |request: &Value| match request["body"].as_str() {
-        Some("one") => "application/json; charset=utf-8",
-        Some("two") => "Application/JSON;Charset=UTF-8",
+    let content_type = |body: &str| match body {
+        "one" => "application/json; charset=utf-8",
+        "two" => "Application/JSON;Charset=UTF-8",
         _ => "application/vnd.example+json",
     };
     let Some(stack) = Stack::start(
-        move |request: &Value| {
-            Reply::new(200).content_type(content_type(request)).body(
-                json!({ "body": echo_text(request["body"].as_str().unwrap_or("")) }).to_string(),
-            )
+        move |request: &Request| {
+            let said = request.json["body"].as_str().unwrap_or("");
+            Reply::status(200)
+                .content_type(content_type(said))
+                .body(json!({ "body": echo_text(said) }).to_string())
         },
         "",
     )
@@ -55,7 +56,7 @@ async fn json_media_types_with_parameters_are_understood() {
             body(&reply),
             Some(echo_text(text)),
             "reply to {text:?} ({})",
-            content_type(&json!({ "body": text }))
+            content_type(text)
         );
         assert_eq!(reply.attr("type"), Some("chat"));
     }

@@ -4,10 +4,8 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::harness::{
-    BOUNCE_AT_ONCE, ClosedPort, Reply, Stack, StanzaErrorInfo, stanza_error, to_xml,
+    BOUNCE_AT_ONCE, ClosedPort, Reply, Request, Stack, StanzaErrorInfo, stanza_error, to_xml,
 };
 
 struct Case {
@@ -27,21 +25,21 @@ fn cases() -> Vec<Case> {
     vec![
         Case {
             trigger: "404",
-            reply: || Reply::new(404),
+            reply: || Reply::status(404),
             type_: "cancel",
             condition: "item-not-found",
             text: None,
         },
         Case {
             trigger: "503",
-            reply: || Reply::new(503),
+            reply: || Reply::status(503),
             type_: "wait",
             condition: "remote-server-timeout",
             text: Some("Service temporarily unavailable"),
         },
         Case {
             trigger: "429",
-            reply: || Reply::new(429).header("retry-after", "0"),
+            reply: || Reply::status(429).header("retry-after", "0"),
             type_: "wait",
             condition: "resource-constraint",
             text: Some("Too many requests"),
@@ -49,42 +47,42 @@ fn cases() -> Vec<Case> {
         Case {
             // Followed, the POST would become a GET of a route that only takes POST (405).
             trigger: "302",
-            reply: || Reply::new(302).header("location", "/hook"),
+            reply: || Reply::status(302).header("location", "/hook"),
             type_: "cancel",
             condition: "service-unavailable",
             text: None,
         },
         Case {
             trigger: "400",
-            reply: || Reply::new(400),
+            reply: || Reply::status(400),
             type_: "modify",
             condition: "bad-request",
             text: None,
         },
         Case {
             trigger: "401",
-            reply: || Reply::new(401),
+            reply: || Reply::status(401),
             type_: "auth",
             condition: "not-authorized",
             text: None,
         },
         Case {
             trigger: "500",
-            reply: || Reply::new(500),
+            reply: || Reply::status(500),
             type_: "cancel",
             condition: "internal-server-error",
             text: None,
         },
         Case {
             trigger: "502",
-            reply: || Reply::new(502),
+            reply: || Reply::status(502),
             type_: "cancel",
             condition: "remote-server-timeout",
             text: Some("Bad gateway"),
         },
         Case {
             trigger: "418",
-            reply: || Reply::new(418),
+            reply: || Reply::status(418),
             type_: "cancel",
             condition: "service-unavailable",
             text: None,
@@ -92,7 +90,7 @@ fn cases() -> Vec<Case> {
         Case {
             trigger: "404 with text",
             reply: || {
-                Reply::new(404)
+                Reply::status(404)
                     .content_type("text/plain; charset=utf-8")
                     .body("No bot by that name here")
             },
@@ -102,7 +100,11 @@ fn cases() -> Vec<Case> {
         },
         Case {
             trigger: "503 with long text",
-            reply: || Reply::new(503).content_type("text/plain").body(LONG_TEXT),
+            reply: || {
+                Reply::status(503)
+                    .content_type("text/plain")
+                    .body(LONG_TEXT)
+            },
             type_: "wait",
             condition: "remote-server-timeout",
             text: Some("Service temporarily unavailable"),
@@ -113,12 +115,12 @@ fn cases() -> Vec<Case> {
 #[tokio::test]
 async fn hook_failures_become_the_stanza_errors_of_the_table() {
     let Some(stack) = Stack::start(
-        |request: &Value| {
-            let trigger = request["body"].as_str().unwrap_or("");
+        |request: &Request| {
+            let trigger = request.json["body"].as_str().unwrap_or("");
             cases()
                 .into_iter()
                 .find(|case| case.trigger == trigger)
-                .map_or_else(|| Reply::new(599), |case| (case.reply)())
+                .map_or_else(|| Reply::status(599), |case| (case.reply)())
         },
         BOUNCE_AT_ONCE,
     )
@@ -217,7 +219,7 @@ async fn an_unreachable_hook_is_a_connection_failure() {
 #[tokio::test]
 async fn a_hook_slower_than_the_timeout_is_a_timeout() {
     let Some(stack) = Stack::start(
-        |request: &Value| Reply::echo(request).delay(Duration::from_secs(4)),
+        |request: &Request| Reply::echo(request).delay(Duration::from_secs(4)),
         &format!("{BOUNCE_AT_ONCE}\n[webhook]\ntimeout = \"1s\""),
     )
     .await

@@ -3,15 +3,14 @@
 //! `from`, `kind`, `body`, `stanza` (without the stream's default namespace), `id`, `type`,
 //! keys without a value left out, for messages, presence and iq.
 
-use serde_json::Value;
 use tokio_xmpp::minidom::Element;
 
-use crate::harness::{Recorded, Reply, Stack, parse_stanza_xml};
+use crate::harness::{Reply, Request, Stack, parse_stanza_xml};
 
 const EXTRA_NS: &str = "urn:example:extra";
 
 /// Every value is present (no `null`) and the stanza names no stream namespace.
-fn assert_clean(request: &Recorded) {
+fn assert_clean(request: &Request) {
     let object = request
         .json
         .as_object()
@@ -33,7 +32,7 @@ fn assert_clean(request: &Recorded) {
 }
 
 /// The `stanza` field parsed as it would be inside a stream.
-fn parsed_stanza(request: &Recorded) -> Element {
+fn parsed_stanza(request: &Request) -> Element {
     parse_stanza_xml(
         request.json["stanza"].as_str().expect("a `stanza` string"),
         "jabber:component:accept",
@@ -103,7 +102,7 @@ async fn a_message_is_posted_as_mod_component_http_json() {
 #[tokio::test]
 async fn presence_iq_and_bodyless_messages_are_posted_with_their_kind() {
     let Some(stack) = Stack::start(
-        |_: &Value| Reply::new(204),
+        |_: &Request| Reply::status(204),
         "stanzas = [\"message\", \"presence\", \"iq\"]",
     )
     .await

@@ -4,13 +4,13 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::harness::{Reply, Stack, body, stanza_error, to_xml};
+use crate::harness::{Reply, Request, Stack, body, stanza_error, to_xml};
 
 /// Bodies starting with `marker` are echoed (see `assert_nothing_before_marker`).
-fn marker_or(request: &Value, otherwise: impl FnOnce(&str) -> Reply) -> Reply {
-    let text = request["body"].as_str().unwrap_or("");
+fn marker_or(request: &Request, otherwise: impl FnOnce(&str) -> Reply) -> Reply {
+    let text = request.json["body"].as_str().unwrap_or("");
     if text.starts_with("marker") {
         Reply::echo(request)
     } else {
@@ -21,7 +21,7 @@ fn marker_or(request: &Value, otherwise: impl FnOnce(&str) -> Reply) -> Reply {
 #[tokio::test]
 async fn a_stanza_field_is_sent_with_missing_addresses_filled_in() {
     let Some(stack) = Stack::start(
-        |request: &Value| {
+        |request: &Request| {
             marker_or(request, |text| match text {
                 "headline" => Reply::json(json!({
                     "stanza": "<message type='headline'><body>from the stanza field</body></message>"
@@ -77,8 +77,8 @@ async fn a_stanza_field_is_sent_with_missing_addresses_filled_in() {
 #[tokio::test]
 async fn an_xmpp_xml_answer_is_the_reply() {
     let Some(stack) = Stack::start(
-        |_: &Value| {
-            Reply::new(200)
+        |_: &Request| {
+            Reply::status(200)
                 .content_type("application/xmpp+xml")
                 .body("<message type='chat'><body>raw reply</body></message>")
         },
@@ -110,16 +110,16 @@ async fn answers_without_a_usable_reply_send_nothing_for_messages() {
         "html",
     ];
     let Some(stack) = Stack::start(
-        |request: &Value| {
+        |request: &Request| {
             marker_or(request, |text| match text {
-                "202" => Reply::new(202),
-                "204" => Reply::new(204),
-                "empty json" => Reply::new(200).content_type("application/json"),
+                "202" => Reply::status(202),
+                "204" => Reply::status(204),
+                "empty json" => Reply::status(200).content_type("application/json"),
                 "empty object" => Reply::json(json!({})),
-                "invalid json" => Reply::new(200)
+                "invalid json" => Reply::status(200)
                     .content_type("application/json")
                     .body("{\"body\": \"unterminated"),
-                _ => Reply::new(200)
+                _ => Reply::status(200)
                     .content_type("text/html")
                     .body("<p>thanks</p>"),
             })
@@ -155,13 +155,13 @@ async fn answers_without_a_usable_reply_send_nothing_for_messages() {
 #[tokio::test]
 async fn forwarded_iqs_get_a_result_or_an_error() {
     let Some(stack) = Stack::start(
-        |request: &Value| match request["id"].as_str() {
+        |request: &Request| match request.json["id"].as_str() {
             Some("iq-kind") => Reply::json(json!({ "kind": "iq" })),
-            Some("iq-204") => Reply::new(204),
-            Some("iq-invalid") => Reply::new(200)
+            Some("iq-204") => Reply::status(204),
+            Some("iq-invalid") => Reply::status(200)
                 .content_type("application/json")
                 .body("not json"),
-            _ => Reply::new(202),
+            _ => Reply::status(202),
         },
         "stanzas = [\"message\", \"iq\"]\niq_timeout = \"1s\"",
     )
@@ -222,9 +222,9 @@ async fn forwarded_iqs_get_a_result_or_an_error() {
 #[tokio::test]
 async fn error_stanzas_are_never_answered() {
     let Some(stack) = Stack::start(
-        |request: &Value| {
-            marker_or(request, |_| match request["id"].as_str() {
-                Some("err-500") => Reply::new(500),
+        |request: &Request| {
+            marker_or(request, |_| match request.json["id"].as_str() {
+                Some("err-500") => Reply::status(500),
                 _ => Reply::json(json!({ "body": "answer to an error" })),
             })
         },

@@ -2,9 +2,9 @@
 //! modifiers), right-to-left scripts and mixed text reach the hook exactly as typed and come back
 //! to the user exactly as the hook wrote them, in the `body` field and in a `stanza` field.
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::harness::{Reply, Stack, body, echo_text};
+use crate::harness::{Reply, Request, Stack, body, echo_text};
 
 const TEXTS: &[&str] = &[
     "<&>\"'",
@@ -40,7 +40,7 @@ async fn special_characters_and_unicode_survive_both_ways() {
 #[tokio::test]
 async fn special_characters_in_a_stanza_field_reach_the_user() {
     let Some(stack) = Stack::start(
-        |_: &Value| {
+        |_: &Request| {
             Reply::json(json!({
                 "stanza": "<message type='chat'><body>&lt;tag&gt; &amp; &quot;quotes&quot; &apos;apostrophes&apos; 😀 שלום</body></message>"
             }))
