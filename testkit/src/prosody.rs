@@ -1,6 +1,6 @@
 //! The end-to-end harness: a throwaway Prosody per test (foreground, own temp dir, loopback
-//! ports picked by the OS), a scripted webhook that records what it receives, the bridge binary
-//! with a generated configuration, and a real XMPP client logged in as a local user.
+//! ports picked by the OS), the bridge binary with a generated configuration, and a real XMPP
+//! client logged in as a local user. The webhook is [`crate::scripted`]'s, re-exported here.
 //!
 //! Every child process is killed when its guard is dropped; every wait polls with a deadline.
 //! When a test panics, the tails of Prosody's and the bridge's logs are printed.
