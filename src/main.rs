@@ -63,15 +63,7 @@ fn main() -> ExitCode {
                         false,
                     ),
                 };
-                let response = admin::run(&config.queue.data_dir, request).await;
-                let (text, ok) = admin::render(&response, json);
-                if ok {
-                    println!("{text}");
-                    ExitCode::SUCCESS
-                } else {
-                    eprintln!("{text}");
-                    ExitCode::FAILURE
-                }
+                report(&admin::run(&config.queue.data_dir, request).await, json)
             }
             Command::Send(args) => {
                 let stanza = match stanza_to_send(args) {
@@ -81,15 +73,10 @@ fn main() -> ExitCode {
                         return ExitCode::from(2);
                     }
                 };
-                let response = admin::run(&config.queue.data_dir, Request::Send { stanza }).await;
-                let (text, ok) = admin::render(&response, true);
-                if ok {
-                    println!("{text}");
-                    ExitCode::SUCCESS
-                } else {
-                    eprintln!("{text}");
-                    ExitCode::FAILURE
-                }
+                report(
+                    &admin::run(&config.queue.data_dir, Request::Send { stanza }).await,
+                    true,
+                )
             }
             Command::Run => match component_http::app::run(config, shutdown_signal()).await {
                 Ok(()) => ExitCode::SUCCESS,
@@ -100,6 +87,18 @@ fn main() -> ExitCode {
             },
         }
     })
+}
+
+/// Prints a control command's answer (stdout, or stderr for a failure) and its exit code.
+fn report(response: &admin::Response, json: bool) -> ExitCode {
+    let (text, ok) = admin::render(response, json);
+    if ok {
+        println!("{text}");
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("{text}");
+        ExitCode::FAILURE
+    }
 }
 
 /// The stanza `send` is to send, as the HTTP API's JSON: from the options, or from stdin.

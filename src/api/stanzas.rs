@@ -62,16 +62,9 @@ pub(crate) async fn post_stanza(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let caller = match auth::authenticate(&headers, &state.api.tokens) {
-        Ok(caller) => caller,
-        Err(error) => {
-            return Problem::new(StatusCode::UNAUTHORIZED, error.detail()).into_response();
-        }
-    };
-    let claim = match idempotency_start(&state, &headers, &caller).await {
-        Ok(Ok(claim)) => claim,
-        Ok(Err(repeat)) => return repeat,
-        Err(problem) => return problem.into_response(),
+    let (caller, claim) = match admit(&state, &headers).await {
+        Ok(admitted) => admitted,
+        Err(answer) => return answer,
     };
     let wait = match iq_wait(&query) {
         Ok(wait) => wait,
@@ -145,16 +138,9 @@ pub(crate) async fn post_msg(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let caller = match auth::authenticate(&headers, &state.api.tokens) {
-        Ok(caller) => caller,
-        Err(error) => {
-            return Problem::new(StatusCode::UNAUTHORIZED, error.detail()).into_response();
-        }
-    };
-    let claim = match idempotency_start(&state, &headers, &caller).await {
-        Ok(Ok(claim)) => claim,
-        Ok(Err(repeat)) => return repeat,
-        Err(problem) => return problem.into_response(),
+    let (caller, claim) = match admit(&state, &headers).await {
+        Ok(admitted) => admitted,
+        Err(answer) => return answer,
     };
     let bytes = match read_body(&state, body).await {
         Ok(bytes) => bytes,
@@ -259,34 +245,35 @@ fn json_response(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// The request's claim on its `Idempotency-Key`, or the answer to a repeat.
-async fn idempotency_start(
-    state: &ApiState,
+/// What every route does first: who calls, and the request's claim on its `Idempotency-Key`.
+/// `Err` is the answer already: `401`, a problem with the key, or the first answer to a repeat.
+async fn admit<'a>(
+    state: &'a ApiState,
     headers: &HeaderMap,
-    caller: &Caller<'_>,
-) -> Result<Result<Option<Claim>, Response>, Problem> {
-    Ok(
-        match idempotency::start(
-            headers,
-            &caller.token.name,
-            &state.queue,
-            &state.in_progress,
-        )
-        .await?
-        {
-            None => Ok(None),
-            Some(Start::Fresh(claim)) => Ok(Some(claim)),
-            Some(Start::Repeat(first)) => {
-                let status = StatusCode::from_u16(first.status).unwrap_or(StatusCode::OK);
-                let mut response = json_response(status, first.body);
-                response.headers_mut().insert(
-                    "idempotent-replayed",
-                    axum::http::HeaderValue::from_static("true"),
-                );
-                Err(response)
-            }
-        },
+) -> Result<(Caller<'a>, Option<Claim>), Response> {
+    let caller = auth::authenticate(headers, &state.api.tokens)
+        .map_err(|error| Problem::new(StatusCode::UNAUTHORIZED, error.detail()).into_response())?;
+    let started = idempotency::start(
+        headers,
+        &caller.token.name,
+        &state.queue,
+        &state.in_progress,
     )
+    .await
+    .map_err(IntoResponse::into_response)?;
+    match started {
+        None => Ok((caller, None)),
+        Some(Start::Fresh(claim)) => Ok((caller, Some(claim))),
+        Some(Start::Repeat(first)) => {
+            let status = StatusCode::from_u16(first.status).unwrap_or(StatusCode::OK);
+            let mut response = json_response(status, first.body);
+            response.headers_mut().insert(
+                "idempotent-replayed",
+                axum::http::HeaderValue::from_static("true"),
+            );
+            Err(response)
+        }
+    }
 }
 
 /// A groupchat goes to the room's bare JID from the JID the component joined it as, if the
