@@ -200,9 +200,9 @@ impl Outgoing {
     /// An iq `result` or `error` answering a forwarded iq the hook accepted with `202`.
     async fn answer(&self, element: Element) -> Result<(), SendError> {
         let inner = &self.inner;
-        let out = inner.outbox.check(element.clone())?;
         let attr = |name| element.attr(name).unwrap_or_default().to_owned();
         let (to, from, id) = (attr("to"), attr("from"), attr("id"));
+        let out = inner.outbox.check(element)?;
         if inner.pending_iqs.complete(&to, &from, &id).is_none() {
             return Err(SendError::NothingWaiting { to, from });
         }

@@ -114,6 +114,10 @@ impl Rooms {
     /// Takes a stanza that belongs to the rooms: every presence from a configured room, and the
     /// room's reflection of the component's own groupchat. Returns it back otherwise.
     pub(crate) fn take(&self, stanza: Stanza) -> Option<Stanza> {
+        // Every stanza read passes here: without rooms, nothing to look up.
+        if self.inner.config.rooms.is_empty() {
+            return Some(stanza);
+        }
         let Some(from) = stanza.from() else {
             return Some(stanza);
         };
