@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
-use component_http::xmpp::codec::{Frame, ReadLimits, StreamReader};
-use component_http::xmpp::{handshake, write};
+use component_http::xmpp::codec::StreamReader;
 use futures::StreamExt;
 use http_body_util::Full;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -302,39 +301,12 @@ fn api_writer(base: String) -> mpsc::Sender<(String, String)> {
 async fn component_writer(port: u16) -> anyhow::Result<mpsc::Sender<(String, String)>> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        match connect_component(port).await {
-            Ok(tcp) => return Ok(write_messages(tcp)),
+        match crate::e2e::connect_component(port).await {
+            Ok((tcp, _reader)) => return Ok(write_messages(tcp)),
             Err(error) if Instant::now() >= deadline => return Err(error),
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
-}
-
-async fn connect_component(port: u16) -> anyhow::Result<TcpStream> {
-    let mut tcp = TcpStream::connect(("127.0.0.1", port)).await?;
-    tcp.set_nodelay(true)?;
-    tcp.write_all(write::stream_header("bot.localhost").as_bytes())
-        .await?;
-    let mut reader = StreamReader::new(ReadLimits::default());
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut authenticated = false;
-    while !authenticated {
-        let n = tcp.read(&mut buf).await?;
-        anyhow::ensure!(n > 0, "Prosody closed the component connection");
-        reader.feed(&buf[..n]);
-        while let Some(frame) = reader.next_frame()? {
-            match frame {
-                Frame::Open(header) => {
-                    let id = header.id.context("no stream id")?;
-                    tcp.write_all(handshake::handshake_element(&id, crate::e2e::SECRET).as_bytes())
-                        .await?;
-                }
-                Frame::Element(e) if e.element.name() == "handshake" => authenticated = true,
-                other => anyhow::bail!("unexpected before the handshake: {other:?}"),
-            }
-        }
-    }
-    Ok(tcp)
 }
 
 fn write_messages(tcp: TcpStream) -> mpsc::Sender<(String, String)> {

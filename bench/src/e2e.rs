@@ -54,29 +54,8 @@ pub fn prosody_available() -> bool {
 pub async fn trivial_component(
     port: u16,
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
-    let mut tcp = TcpStream::connect(("127.0.0.1", port)).await?;
-    tcp.set_nodelay(true)?;
-    tcp.write_all(write::stream_header("bot.localhost").as_bytes())
-        .await?;
-    let mut reader = StreamReader::new(ReadLimits::default());
+    let (mut tcp, mut reader) = connect_component(port).await?;
     let mut buf = vec![0u8; 64 * 1024];
-    let mut authenticated = false;
-    while !authenticated {
-        let n = tcp.read(&mut buf).await?;
-        anyhow::ensure!(n > 0, "Prosody closed the component connection");
-        reader.feed(&buf[..n]);
-        while let Some(frame) = reader.next_frame()? {
-            match frame {
-                Frame::Open(header) => {
-                    let id = header.id.context("no stream id")?;
-                    tcp.write_all(handshake::handshake_element(&id, SECRET).as_bytes())
-                        .await?;
-                }
-                Frame::Element(e) if e.element.name() == "handshake" => authenticated = true,
-                other => anyhow::bail!("unexpected before the handshake: {other:?}"),
-            }
-        }
-    }
     Ok(tokio::spawn(async move {
         let mut out = String::new();
         loop {
@@ -158,6 +137,35 @@ async fn drive_clients_here(
     measured.elapsed = started.elapsed();
     measured.count = measured.latencies.len();
     Ok(measured)
+}
+
+/// Connects to Prosody's component port as `bot.localhost` and completes the handshake; returns
+/// the connection and its reader, inside the stream.
+pub async fn connect_component(port: u16) -> anyhow::Result<(TcpStream, StreamReader)> {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+    tcp.set_nodelay(true)?;
+    tcp.write_all(write::stream_header("bot.localhost").as_bytes())
+        .await?;
+    let mut reader = StreamReader::new(ReadLimits::default());
+    let mut buf = vec![0u8; 4096];
+    let mut authenticated = false;
+    while !authenticated {
+        let n = tcp.read(&mut buf).await?;
+        anyhow::ensure!(n > 0, "Prosody closed the component connection");
+        reader.feed(&buf[..n]);
+        while let Some(frame) = reader.next_frame()? {
+            match frame {
+                Frame::Open(header) => {
+                    let id = header.id.context("no stream id")?;
+                    tcp.write_all(handshake::handshake_element(&id, SECRET).as_bytes())
+                        .await?;
+                }
+                Frame::Element(e) if e.element.name() == "handshake" => authenticated = true,
+                other => anyhow::bail!("unexpected before the handshake: {other:?}"),
+            }
+        }
+    }
+    Ok((tcp, reader))
 }
 
 /// Logs `bench{user}` in and makes it available (so messages to its bare JID reach it).

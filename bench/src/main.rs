@@ -226,17 +226,14 @@ async fn bridge_row(
 ) -> anyhow::Result<(Measured, u64)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let bridge = Bridge::spawn(&BridgeOptions {
-        server: listener.local_addr()?.to_string(),
-        secret: isolated::SECRET,
-        hook_url: hook_url.to_owned(),
         ordering,
-        max_in_flight: 256,
-        hook_timeout: Duration::from_secs(15),
         http2,
         queue,
-        retry_for: None,
-        retry_max_interval: None,
-        extra: String::new(),
+        ..BridgeOptions::defaults(
+            listener.local_addr()?.to_string(),
+            isolated::SECRET,
+            hook_url.to_owned(),
+        )
     })?;
     let accepted = isolated::accept_bridge(&listener).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -275,17 +272,12 @@ async fn e2e_rows(rows: &mut Vec<Row>, hook_url: &str, per_client: usize) -> any
     component.abort();
     for ordering in ["conversation", "none"] {
         let bridge = Bridge::spawn(&BridgeOptions {
-            server: format!("127.0.0.1:{}", prosody.component_port),
-            secret: e2e::SECRET,
-            hook_url: hook_url.to_owned(),
             ordering,
-            max_in_flight: 256,
-            hook_timeout: Duration::from_secs(15),
-            http2: false,
-            queue: "durable",
-            retry_for: None,
-            retry_max_interval: None,
-            extra: String::new(),
+            ..BridgeOptions::defaults(
+                format!("127.0.0.1:{}", prosody.component_port),
+                e2e::SECRET,
+                hook_url.to_owned(),
+            )
         })?;
         e2e::wait_routed(prosody.c2s_port).await?;
         let before = bridge.stats();
@@ -330,17 +322,12 @@ async fn e2e_rows(rows: &mut Vec<Row>, hook_url: &str, per_client: usize) -> any
     );
     let address = api::free_address()?;
     let bridge = Bridge::spawn(&BridgeOptions {
-        server: format!("127.0.0.1:{}", prosody.component_port),
-        secret: e2e::SECRET,
-        hook_url: hook_url.to_owned(),
-        ordering: "conversation",
-        max_in_flight: 256,
-        hook_timeout: Duration::from_secs(15),
-        http2: false,
-        queue: "durable",
-        retry_for: None,
-        retry_max_interval: None,
         extra: api::api_table(address),
+        ..BridgeOptions::defaults(
+            format!("127.0.0.1:{}", prosody.component_port),
+            e2e::SECRET,
+            hook_url.to_owned(),
+        )
     })?;
     e2e::wait_routed(prosody.c2s_port).await?;
     process::wait_listening(address).await?;
@@ -390,17 +377,12 @@ async fn api_rows(rows: &mut Vec<Row>, requests: usize) -> anyhow::Result<()> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let address = api::free_address()?;
     let bridge = Bridge::spawn(&BridgeOptions {
-        server: listener.local_addr()?.to_string(),
-        secret: isolated::SECRET,
-        hook_url: "http://127.0.0.1:9/".into(),
-        ordering: "conversation",
-        max_in_flight: 256,
-        hook_timeout: Duration::from_secs(15),
-        http2: false,
-        queue: "durable",
-        retry_for: None,
-        retry_max_interval: None,
         extra: api::api_table(address),
+        ..BridgeOptions::defaults(
+            listener.local_addr()?.to_string(),
+            isolated::SECRET,
+            "http://127.0.0.1:9/".into(),
+        )
     })?;
     let (read, _write, codec) = isolated::accept_bridge(&listener).await?.into_parts();
     api::drain(read, codec);
@@ -428,17 +410,8 @@ async fn stalled_row(total: usize) -> anyhow::Result<(usize, u64)> {
     let hook = format!("http://{}/", hook::start(HookBehaviour::Stalled).await?);
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let bridge = Bridge::spawn(&BridgeOptions {
-        server: listener.local_addr()?.to_string(),
-        secret: isolated::SECRET,
-        hook_url: hook,
-        ordering: "conversation",
-        max_in_flight: 256,
         hook_timeout: Duration::from_secs(300),
-        http2: false,
-        queue: "durable",
-        retry_for: None,
-        retry_max_interval: None,
-        extra: String::new(),
+        ..BridgeOptions::defaults(listener.local_addr()?.to_string(), isolated::SECRET, hook)
     })?;
     let accepted = isolated::accept_bridge(&listener).await?;
     let (written, _accepted) = isolated::flood(accepted, total, 100).await?;

@@ -31,6 +31,27 @@ pub struct BridgeOptions<'a> {
     pub extra: String,
 }
 
+impl<'a> BridgeOptions<'a> {
+    /// The bridge as every row runs it unless the row says otherwise: ordering per
+    /// conversation, 256 calls in flight, a 15 s hook timeout, HTTP/1.1, the durable queue and
+    /// its default retries, nothing else configured.
+    pub fn defaults(server: String, secret: &'a str, hook_url: String) -> Self {
+        BridgeOptions {
+            server,
+            secret,
+            hook_url,
+            ordering: "conversation",
+            max_in_flight: 256,
+            hook_timeout: Duration::from_secs(15),
+            http2: false,
+            queue: "durable",
+            retry_for: None,
+            retry_max_interval: None,
+            extra: String::new(),
+        }
+    }
+}
+
 /// The bridge binary sits beside the harness's own binary (both built by one cargo command).
 pub fn bridge_binary() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;

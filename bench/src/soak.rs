@@ -524,17 +524,9 @@ pub async fn run(options: SoakOptions) -> anyhow::Result<Vec<String>> {
     let mut listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let bridge = Bridge::spawn(&BridgeOptions {
-        server: addr.to_string(),
-        secret: isolated::SECRET,
-        hook_url,
-        ordering: "conversation",
-        max_in_flight: 256,
-        hook_timeout: Duration::from_secs(15),
-        http2: false,
-        queue: "durable",
         retry_for: Some(RETRY_FOR),
         retry_max_interval: Some(RETRY_MAX_INTERVAL),
-        extra: String::new(),
+        ..BridgeOptions::defaults(addr.to_string(), isolated::SECRET, hook_url)
     })?;
     let watched = Watched {
         bridge,
