@@ -862,6 +862,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
     }
     let mut stack = Stack::start(Reply::echo, with_api).await;
     let api = Api::of(&stack.bridge).await;
+    let scratch = tempfile::tempdir().unwrap();
     let run = tokio::process::Command::new("schemathesis")
         .args([
             "run",
@@ -882,6 +883,8 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
             "20261202",
         ])
         .env("NO_COLOR", "1")
+        // schemathesis keeps a cache in its working directory; not in the repository.
+        .current_dir(&scratch)
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(Duration::from_secs(600), run)
