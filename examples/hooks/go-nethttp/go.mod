@@ -1,0 +1,3 @@
+module component-http/examples/hooks/go-nethttp
+
+go 1.19
