@@ -12,11 +12,6 @@ use component_http::cli::{Cli, Command, DeadLetters, LogFormat, SendArgs};
 use component_http::config::Config;
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc: the hot path allocates and frees many small buffers per stanza, which glibc's
-/// allocator serves at a measurably higher cost (BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// The exit code after a panic (sysexits' EX_SOFTWARE).
 const EXIT_PANIC: i32 = 70;
 
