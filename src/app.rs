@@ -21,6 +21,7 @@ use crate::bridge::rooms::Rooms;
 use crate::bridge::router::Router;
 use crate::config::Config;
 use crate::limits;
+use crate::metrics::Metrics;
 use crate::queue::{self, Direction, QueueError};
 use crate::webhook::client::{ClientError, HookClient};
 use crate::xmpp::codec::ReadLimits;
@@ -39,6 +40,7 @@ pub enum StartError {
 /// Runs the component until `shutdown` completes, then stops it gracefully.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
     let config = Arc::new(config);
+    let metrics = Arc::new(Metrics::new());
     let hook = HookClient::new(&config.webhook)?;
     let queue = queue::open(&config.queue)?;
     let api_listeners = match &config.api {
@@ -52,7 +54,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let stop_reading = CancellationToken::new();
     let finish = CancellationToken::new();
     let reading = Arc::new(tokio::sync::Mutex::new(()));
-    let outbox = Outbox::new(config.clone(), outbound_tx);
+    let outbox = Outbox::new(config.clone(), outbound_tx, metrics.clone());
     let rooms = Rooms::new(config.clone(), outbox.clone());
     tokio::spawn({
         let rooms = rooms.clone();
@@ -72,7 +74,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         outbound: outbound_rx,
         greeting: rooms.greeting(),
         written: written_tx,
-        state: state_tx,
+        state: state_tx.clone(),
+        metrics: metrics.clone(),
         reading: reading.clone(),
         stop_reading: stop_reading.clone(),
         finish: finish.clone(),
@@ -85,6 +88,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         outbox.clone(),
         queue.clone(),
         stop_reading.clone(),
+        metrics.clone(),
     );
     let outgoing = Outgoing::new(
         outbox.clone(),
@@ -144,6 +148,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 queue: queue.clone(),
                 in_progress: Default::default(),
                 rooms: rooms.clone(),
+                metrics: metrics.clone(),
+                bounds: delivery.bounds(),
             };
             tokio::spawn(listeners.serve(state, api_stop.clone()))
         });
@@ -153,12 +159,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         outbox,
         outgoing,
         rooms,
+        metrics,
         reading,
     };
     let router_task = tokio::spawn(router.run(inbound_rx, stop_reading.clone()));
 
     info!(domain = %config.domain, server = %config.server, hook = %config.webhook.shown_url(), "component-http started");
+    let supervisor = tokio::spawn(tell_systemd(state_tx.subscribe()));
     shutdown.await;
+    supervisor.abort();
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     info!("shutting down: no new stanzas are read; waiting for deliveries in flight");
     stop_reading.cancel();
     api_stop.cancel();
@@ -198,4 +208,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     info!("stopped");
     Ok(())
+}
+
+/// Under systemd (`Type=notify`): READY once the queue is open and the first connection attempt
+/// has ended, either way (a server that is down is the link's business, not a failed start); then
+/// a watchdog ping at half the interval systemd asks for, from this runtime, so a process whose
+/// runtime hangs is restarted. Outside systemd both are no-ops.
+async fn tell_systemd(mut link: watch::Receiver<LinkState>) {
+    let _ = link.wait_for(|state| *state != LinkState::Connecting).await;
+    if let Err(error) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        warn!("cannot tell systemd the component is ready: {error}");
+    }
+    let Some(interval) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    let mut ticks = tokio::time::interval(interval / 2);
+    loop {
+        ticks.tick().await;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+    }
 }

@@ -11,7 +11,7 @@
 //! ([`bridge::outbox`]), which refuses what would break the stream, to the session's single
 //! writer. Channels between the stages are bounded and the queue has a size limit, so a slow or
 //! absent hook costs bounded memory. [`app`] wires and supervises it all; [`admin`]
-//! serves the dead-letter commands.
+//! serves the dead-letter commands; [`api`] is the HTTP side (sending, health, [`metrics`]).
 #![forbid(unsafe_code)]
 pub mod admin;
 pub mod api;
@@ -23,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod limits;
 pub mod logging;
+pub mod metrics;
 pub mod queue;
 pub mod tls;
 pub mod webhook;

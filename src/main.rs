@@ -148,7 +148,8 @@ fn init_logging(format: LogFormat) {
         .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        // The current span's fields (a delivery's `webhook_id` and `conversation`) under "span".
+        LogFormat::Json => builder.json().with_span_list(false).init(),
     }
 }
 

@@ -6,6 +6,7 @@
 pub(crate) mod auth;
 pub(crate) mod compose;
 pub(crate) mod idempotency;
+pub(crate) mod observe;
 pub(crate) mod openapi;
 pub(crate) mod stanzas;
 
@@ -20,10 +21,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::bridge::bounds::Bounds;
 use crate::bridge::outgoing::Outgoing;
 use crate::bridge::rooms::Rooms;
 use crate::config::{ApiConfig, Config};
 use crate::limits;
+use crate::metrics::Metrics;
 use crate::queue::Queue;
 
 /// What every handler gets.
@@ -37,6 +40,9 @@ pub(crate) struct ApiState {
     pub(crate) in_progress: idempotency::InProgress,
     /// The rooms groupchat may be posted into.
     pub(crate) rooms: Rooms,
+    pub(crate) metrics: Arc<Metrics>,
+    /// What the queue holds, for the metrics and the status.
+    pub(crate) bounds: Arc<Bounds>,
 }
 
 /// The API's listeners, bound before the component connects so that a taken port stops the start.
@@ -90,12 +96,14 @@ fn routes(state: ApiState) -> Router {
         .route("/v1/stanzas", post(stanzas::post_stanza))
         .route("/msg/{to}", post(stanzas::post_msg))
         .route("/v1/openapi.json", get(openapi::document))
-        .fallback(|| async {
-            Problem::new(
-                StatusCode::NOT_FOUND,
-                "no such route: the API has POST /v1/stanzas, POST /msg/{to} and GET /v1/openapi.json",
-            )
-        })
+        .route("/v1/status", get(observe::status))
+        .route("/health", get(observe::health))
+        .route("/metrics", get(observe::metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::count_request,
+        ))
+        .fallback(observe::not_found)
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits::API_REQUEST_READ_TIMEOUT + limits::API_IQ_TIMEOUT_MAX,

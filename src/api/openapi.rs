@@ -7,6 +7,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::api::Problem;
 use crate::api::compose::{ErrorAnswer, ErrorRequest, IqAnswer, StanzaRequest};
+use crate::api::observe::{Health, Status};
 use crate::api::stanzas::{Accepted, MsgRequest};
 
 #[derive(OpenApi)]
@@ -18,6 +19,9 @@ use crate::api::stanzas::{Accepted, MsgRequest};
     paths(
         crate::api::stanzas::post_stanza,
         crate::api::stanzas::post_msg,
+        crate::api::observe::status,
+        crate::api::observe::health,
+        crate::api::observe::metrics,
         document
     ),
     components(schemas(
@@ -27,7 +31,9 @@ use crate::api::stanzas::{Accepted, MsgRequest};
         ErrorAnswer,
         Accepted,
         MsgRequest,
-        Problem
+        Problem,
+        Status,
+        Health
     )),
     modifiers(&Security),
     security(("bearer" = []), ("basic" = []))
@@ -69,7 +75,14 @@ mod tests {
     fn the_document_is_openapi_3_1_with_every_route() {
         let document = serde_json::to_value(ApiDoc::openapi()).unwrap();
         assert!(document["openapi"].as_str().unwrap().starts_with("3.1"));
-        for path in ["/v1/stanzas", "/msg/{to}", "/v1/openapi.json"] {
+        for path in [
+            "/v1/stanzas",
+            "/msg/{to}",
+            "/v1/openapi.json",
+            "/v1/status",
+            "/health",
+            "/metrics",
+        ] {
             assert!(document["paths"][path].is_object(), "{path} is missing");
         }
         for schema in ["StanzaRequest", "IqAnswer", "Accepted", "Problem"] {

@@ -21,6 +21,7 @@
 //! component is away.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,7 +30,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::bridge::bounds::{Bounds, Reservation};
 use crate::bridge::outbox::Outbox;
@@ -38,11 +39,12 @@ use crate::bridge::pending_iq::PendingIqs;
 use crate::bridge::reply::{self, Decision};
 use crate::config::{Config, Ordering};
 use crate::limits;
+use crate::metrics::{HookError, Metrics, delivered, refused};
 use crate::queue::{self, Committed, Direction, Entry, ProcessIds, Queue, retry};
 use crate::webhook::client::HookClient;
 use crate::webhook::outcome::{HookOutcome, describe, retryable};
 use crate::xmpp::codec::{ReadLimits, parse_stanza};
-use crate::xmpp::stanza::{ErrorType, Kind, Stanza, StanzaError, bare};
+use crate::xmpp::stanza::{ErrorType, Kind, Origin, Stanza, StanzaError, bare};
 
 /// A stanza in the queue, from admission to its final outcome.
 struct Job {
@@ -86,6 +88,7 @@ struct Inner {
     abandon: CancellationToken,
     /// Ids of the stanzas that are not stored (iq).
     unstored_ids: ProcessIds,
+    metrics: Arc<Metrics>,
 }
 
 impl Delivery {
@@ -95,6 +98,7 @@ impl Delivery {
         outbox: Outbox,
         queue: Queue,
         stop: CancellationToken,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let delivery = Self {
             inner: Arc::new(Inner {
@@ -110,6 +114,7 @@ impl Delivery {
                 stop,
                 abandon: CancellationToken::new(),
                 unstored_ids: ProcessIds::new(),
+                metrics,
             }),
         };
         let inner = delivery.inner.clone();
@@ -151,6 +156,7 @@ impl Delivery {
     pub(crate) async fn submit(&self, stanza: Stanza) {
         let inner = &self.inner;
         let Some(reservation) = inner.bounds.reserve(stanza.raw.len()) else {
+            inner.metrics.refused(refused::QUEUE_FULL);
             warn!(
                 from = stanza.from(),
                 to = stanza.to(),
@@ -343,6 +349,7 @@ impl Inner {
     }
 
     async fn refuse_unstored(&self, job: &Job, reason: &str) {
+        self.metrics.refused(refused::NOT_STORED);
         error!(
             webhook_id = job.webhook_id,
             from = job.stanza.from(),
@@ -354,7 +361,17 @@ impl Inner {
     }
 
     /// One stanza, from its commit to its final outcome; or, at a stop, left stored or answered.
-    async fn run(&self, mut job: Job) {
+    /// Every log line on the way carries its `webhook-id` and conversation.
+    async fn run(&self, job: Job) {
+        let span = info_span!(
+            "delivery",
+            webhook_id = %job.webhook_id,
+            conversation = %Conversation(&job.stanza)
+        );
+        self.deliver(job).instrument(span).await
+    }
+
+    async fn deliver(&self, mut job: Job) {
         if let Some(committed) = job.committed.take()
             && let Err(reason) = committed.wait().await
         {
@@ -384,7 +401,15 @@ impl Inner {
         let attempt = || async {
             // The semaphore is never closed.
             let _call = self.calls.acquire().await;
-            self.hook.post(&job.webhook_id, body.clone()).await
+            let started = std::time::Instant::now();
+            let outcome = self.hook.post(&job.webhook_id, body.clone()).await;
+            self.count_call(&outcome, started.elapsed());
+            outcome
+        };
+        // Counted as retrying from its first failure to its final outcome (or the stop).
+        let retrying = Retrying {
+            metrics: &self.metrics,
+            counted: AtomicBool::new(false),
         };
         retry::until_final(
             attempt,
@@ -393,9 +418,10 @@ impl Inner {
             &self.stop,
             rand::random,
             |outcome, attempt, wait| {
+                self.metrics.retries.inc();
+                retrying.start();
                 warn!(
                     url = %self.hook.url(),
-                    webhook_id = job.webhook_id,
                     attempt,
                     "{}; retrying in {wait:.1?}",
                     describe(outcome)
@@ -405,12 +431,31 @@ impl Inner {
         .await
     }
 
+    /// Counts one hook call by its outcome class, and keeps the last failure for the status.
+    fn count_call(&self, outcome: &HookOutcome, took: Duration) {
+        let class = match outcome {
+            HookOutcome::Timeout => "timeout",
+            HookOutcome::ConnectFailure(_) => "connect",
+            _ => match outcome.status().unwrap_or(0) {
+                200..=299 => "2xx",
+                300..=399 => "3xx",
+                400..=499 => "4xx",
+                _ => "5xx",
+            },
+        };
+        let failure = (class != "2xx").then(|| HookError {
+            time: std::time::SystemTime::now(),
+            status: outcome.status(),
+            message: describe(outcome),
+        });
+        self.metrics.hook_called(class, took, failure);
+    }
+
     /// A stanza the stop came to before its final outcome: a stored one stays in the queue for
     /// the next start; any other is answered, so that no stop drops a stanza silently.
     async fn not_delivered(&self, job: Job) {
         if self.kept_at(&job).is_none() {
             warn!(
-                webhook_id = job.webhook_id,
                 from = job.stanza.from(),
                 "stopped before this stanza (not stored) was delivered: its sender is told"
             );
@@ -432,7 +477,6 @@ impl Inner {
         {
             let reason = describe(outcome);
             error!(
-                webhook_id = job.webhook_id,
                 from = stanza.from(),
                 "{reason}; retry_for has run out: kept as a dead letter (see `component-http dead-letters`)"
             );
@@ -446,9 +490,14 @@ impl Inner {
         {
             warn!(url = %self.hook.url(), status = outcome.status(), from = stanza.from(), to = stanza.to(), "hook: {warning}");
         }
+        self.metrics.delivered(match (&verdict.decision, kept) {
+            (_, true) => delivered::DEAD_LETTER,
+            (Decision::Bounce(_), false) => delivered::BOUNCED,
+            _ => delivered::DELIVERED,
+        });
         match verdict.decision {
             Decision::Nothing => {}
-            Decision::Send(element) => self.outbox.send(element).await,
+            Decision::Send(element) => self.outbox.send(element, Origin::Reply).await,
             Decision::Bounce(error) => self.outbox.bounce(stanza, &error).await,
             Decision::AnswerLater => {
                 // It keeps its reservation while it waits: waiting iq count against the bounds.
@@ -468,6 +517,38 @@ impl Inner {
             && !kept
         {
             self.queue.remove(position).await;
+        }
+    }
+}
+
+/// A stanza's conversation as the logs show it: `sender bare JID → addressed JID`.
+struct Conversation<'a>(&'a Stanza);
+
+impl std::fmt::Display for Conversation<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (from, to) = conversation_key(self.0);
+        write!(f, "{from} → {to}")
+    }
+}
+
+/// Holds a stanza's place in the count of those waiting for a retry.
+struct Retrying<'a> {
+    metrics: &'a Metrics,
+    counted: AtomicBool,
+}
+
+impl Retrying<'_> {
+    fn start(&self) {
+        if !self.counted.swap(true, AtomicOrdering::Relaxed) {
+            self.metrics.retrying(1);
+        }
+    }
+}
+
+impl Drop for Retrying<'_> {
+    fn drop(&mut self) {
+        if self.counted.load(AtomicOrdering::Relaxed) {
+            self.metrics.retrying(-1);
         }
     }
 }

@@ -11,7 +11,8 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use crate::config::Config;
-use crate::xmpp::stanza::{Outbound, OutboundError, Stanza, StanzaError, error_reply};
+use crate::metrics::{Metrics, refused};
+use crate::xmpp::stanza::{Origin, Outbound, OutboundError, Stanza, StanzaError, error_reply};
 
 /// The writer's queue stayed full for the whole wait: the link is down or the server slow.
 #[derive(Debug)]
@@ -21,22 +22,45 @@ pub(crate) struct WriterBusy;
 pub(crate) struct Outbox {
     config: Arc<Config>,
     queue: mpsc::Sender<Outbound>,
+    metrics: Arc<Metrics>,
 }
 
 impl Outbox {
-    pub(crate) fn new(config: Arc<Config>, queue: mpsc::Sender<Outbound>) -> Self {
-        Self { config, queue }
+    pub(crate) fn new(
+        config: Arc<Config>,
+        queue: mpsc::Sender<Outbound>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            config,
+            queue,
+            metrics,
+        }
     }
 
     /// Checks `element` as everything sent must be: what the server would close the stream
-    /// over is refused.
-    pub(crate) fn check(&self, element: Element) -> Result<Outbound, OutboundError> {
-        Outbound::check(element, &self.config.domain, self.config.max_stanza_bytes)
+    /// over is refused (and counted).
+    pub(crate) fn check(
+        &self,
+        element: Element,
+        origin: Origin,
+    ) -> Result<Outbound, OutboundError> {
+        let checked = Outbound::check(element, &self.config.domain, self.config.max_stanza_bytes);
+        match checked {
+            Ok(mut out) => {
+                out.origin = origin;
+                Ok(out)
+            }
+            Err(reason) => {
+                self.metrics.refused(refused::OUTBOUND_CHECK);
+                Err(reason)
+            }
+        }
     }
 
     /// Checks and queues `element`; waits while the writer's queue is full.
-    pub(crate) async fn send(&self, element: Element) {
-        match self.check(element) {
+    pub(crate) async fn send(&self, element: Element, origin: Origin) {
+        match self.check(element, origin) {
             Ok(out) => self.send_checked(out).await,
             Err(reason) => {
                 warn!("reply not sent, the server would close the stream over it: {reason}")
@@ -68,7 +92,7 @@ impl Outbox {
     /// Sends `error` back to the sender of `original`, unless `original` must not be answered.
     pub(crate) async fn bounce(&self, original: &Stanza, error: &StanzaError) {
         if let Some(reply) = error_reply(original, error, &self.config.domain) {
-            self.send(reply).await;
+            self.send(reply, Origin::Local).await;
         }
     }
 }

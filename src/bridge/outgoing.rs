@@ -26,7 +26,7 @@ use crate::bridge::pending_iq::PendingIqs;
 use crate::limits;
 use crate::queue::{self, Direction, Entry, Queue, Remembered};
 use crate::xmpp::codec::{ReadLimits, parse_stanza};
-use crate::xmpp::stanza::{Outbound, OutboundError, Stanza};
+use crate::xmpp::stanza::{Origin, Outbound, OutboundError, Stanza};
 
 /// Why a stanza was not sent.
 #[derive(Debug, thiserror::Error)]
@@ -156,7 +156,7 @@ impl Outgoing {
                     continue;
                 }
             };
-            match self.inner.outbox.check(element) {
+            match self.inner.outbox.check(element, Origin::Api) {
                 Ok(out) => {
                     let reservation = self.inner.bounds.force(out.bytes.len());
                     self.inner.accept(entry.position, out, reservation);
@@ -173,7 +173,7 @@ impl Outgoing {
     /// then written in turn. Returns once committed.
     async fn send(&self, element: Element, remember: Option<Remembered>) -> Result<(), SendError> {
         let inner = &self.inner;
-        let out = inner.outbox.check(element)?;
+        let out = inner.outbox.check(element, Origin::Api)?;
         let reservation = inner
             .bounds
             .reserve(out.bytes.len())
@@ -202,7 +202,7 @@ impl Outgoing {
         let inner = &self.inner;
         let attr = |name| element.attr(name).unwrap_or_default().to_owned();
         let (to, from, id) = (attr("to"), attr("from"), attr("id"));
-        let out = inner.outbox.check(element)?;
+        let out = inner.outbox.check(element, Origin::Api)?;
         if inner.pending_iqs.complete(&to, &from, &id).is_none() {
             return Err(SendError::NothingWaiting { to, from });
         }
@@ -216,7 +216,7 @@ impl Outgoing {
     /// An iq `get` or `set`: written at once, and its answer awaited for up to `timeout`.
     async fn ask(&self, element: Element, timeout: Duration) -> Result<Stanza, SendError> {
         let inner = &self.inner;
-        let out = inner.outbox.check(element)?;
+        let out = inner.outbox.check(element, Origin::Api)?;
         let read = parse_stanza(&out.bytes, inner.limits)
             .map_err(|e| SendError::Refused(OutboundError::NotAStanza(e.to_string())))?;
         let attr = |name| read.element.attr(name).unwrap_or_default().to_owned();

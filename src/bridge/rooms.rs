@@ -17,7 +17,7 @@ use crate::bridge::outbox::Outbox;
 use crate::config::{Config, RoomConfig};
 use crate::limits;
 use crate::xmpp::codec::NS_COMPONENT;
-use crate::xmpp::stanza::{Kind, Outbound, Stanza, bare, ncname};
+use crate::xmpp::stanza::{Kind, Origin, Outbound, Stanza, bare, ncname};
 
 const NS_MUC: &str = "http://jabber.org/protocol/muc";
 const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
@@ -87,13 +87,15 @@ impl Rooms {
             .config
             .rooms
             .iter()
-            .filter_map(|room| match inner.outbox.check(inner.join(room)) {
-                Ok(out) => Some(out),
-                Err(reason) => {
-                    error!(room = %room.jid, "the join presence is refused: {reason}");
-                    None
-                }
-            })
+            .filter_map(
+                |room| match inner.outbox.check(inner.join(room), Origin::Local) {
+                    Ok(out) => Some(out),
+                    Err(reason) => {
+                        error!(room = %room.jid, "the join presence is refused: {reason}");
+                        None
+                    }
+                },
+            )
             .collect()
     }
 
@@ -138,6 +140,17 @@ impl Rooms {
     }
 
     /// The JID a groupchat to `to` is sent from, if the component is in that room.
+    /// The rooms the component is in now, in configuration order.
+    pub(crate) fn joined(&self) -> Vec<String> {
+        let state = self.inner.lock();
+        let rooms = &self.inner.config.rooms;
+        rooms
+            .iter()
+            .filter(|room| state.get(&room.jid) == Some(&State::Joined))
+            .map(|room| room.jid.clone())
+            .collect()
+    }
+
     pub(crate) fn sender_for(&self, to: &str) -> Result<(String, String), RoomRefusal> {
         let room_jid = bare(to).unwrap_or_else(|| to.to_owned());
         let Some(room) = self.inner.config.rooms.iter().find(|r| r.jid == room_jid) else {
@@ -219,7 +232,10 @@ impl Rooms {
                 _ => return,
             }
         }
-        self.inner.outbox.send(self.inner.join(room)).await;
+        self.inner
+            .outbox
+            .send(self.inner.join(room), Origin::Local)
+            .await;
     }
 
     fn set(&self, room: &RoomConfig, state: State) {

@@ -18,7 +18,8 @@ use crate::bridge::outgoing::Outgoing;
 use crate::bridge::rooms::Rooms;
 use crate::config::Config;
 use crate::logging::excerpt;
-use crate::xmpp::stanza::{Kind, Stanza};
+use crate::metrics::{Metrics, refused};
+use crate::xmpp::stanza::{Kind, Origin, Stanza};
 
 pub(crate) struct Router {
     pub(crate) config: Arc<Config>,
@@ -28,6 +29,7 @@ pub(crate) struct Router {
     pub(crate) outgoing: Outgoing,
     /// Takes the presence of the joined rooms.
     pub(crate) rooms: Rooms,
+    pub(crate) metrics: Arc<Metrics>,
     /// Held by the session's reader while it runs (see [`crate::xmpp::session::Session`]).
     pub(crate) reading: Arc<Mutex<()>>,
 }
@@ -90,6 +92,7 @@ impl Router {
     }
 
     async fn handle(&self, stanza: Stanza) {
+        self.metrics.received(stanza.kind.as_str());
         let Some(stanza) = self.rooms.take(stanza) else {
             return;
         };
@@ -106,7 +109,7 @@ impl Router {
             Route::Forward => self.delivery.submit(stanza).await,
             Route::AnswerLocally => {
                 for reply in builtin::answer(&stanza, &self.config) {
-                    self.outbox.send(reply).await;
+                    self.outbox.send(reply, Origin::Local).await;
                 }
                 debug!(
                     kind = stanza.kind.as_str(),
@@ -115,6 +118,7 @@ impl Router {
                 );
             }
             Route::Drop(why) => {
+                self.metrics.refused(refused::UNADDRESSED);
                 warn!(kind = stanza.kind.as_str(), stanza = %excerpt(&stanza.raw), "stanza dropped: {why}")
             }
         }

@@ -5,7 +5,7 @@
 //! delivered, since nothing survives the process. Remembered API answers live in a map of at most
 //! [`limits::MEMORY_REMEMBERED_MAX`] entries; past it the one that expires first is forgotten.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -13,12 +13,15 @@ use tokio::sync::mpsc;
 
 use crate::limits;
 use crate::queue::{
-    Backend, Committed, DeadLetter, Entry, ProcessIds, QueueError, Remembered, Selection, now_ms,
+    Backend, Committed, DeadLetter, Entry, ProcessIds, QueueError, QueueStats, Remembered,
+    Selection, now_ms,
 };
 
 pub struct MemoryQueue {
     ids: ProcessIds,
     remembered: Mutex<HashMap<String, Remembered>>,
+    /// When each waiting stanza was received, by position: only for the oldest one's age.
+    waiting: Mutex<BTreeMap<u64, u64>>,
 }
 
 impl MemoryQueue {
@@ -26,7 +29,12 @@ impl MemoryQueue {
         Self {
             ids: ProcessIds::new(),
             remembered: Mutex::new(HashMap::new()),
+            waiting: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    fn lock_waiting(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, u64>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn keep(&self, remembered: Remembered) {
@@ -67,7 +75,9 @@ impl Backend for MemoryQueue {
         self.ids.webhook_id(id)
     }
 
-    async fn append(&self, _entry: Entry, remember: Option<Remembered>) -> Committed {
+    async fn append(&self, entry: Entry, remember: Option<Remembered>) -> Committed {
+        self.lock_waiting()
+            .insert(entry.position, entry.received_ms);
         if let Some(remembered) = remember {
             self.keep(remembered);
         }
@@ -89,9 +99,12 @@ impl Backend for MemoryQueue {
         map.retain(|_, r| r.expires_ms > now_ms);
     }
 
-    async fn remove(&self, _position: u64) {}
+    async fn remove(&self, position: u64) {
+        self.lock_waiting().remove(&position);
+    }
 
-    async fn bury(&self, _position: u64, _reason: String) -> Result<(), String> {
+    async fn bury(&self, position: u64, _reason: String) -> Result<(), String> {
+        self.lock_waiting().remove(&position);
         Err("queue = \"memory\" keeps no dead letters".into())
     }
 
@@ -115,5 +128,16 @@ impl Backend for MemoryQueue {
 
     async fn purge(&self, _selection: Selection) -> Result<usize, QueueError> {
         Ok(0)
+    }
+
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        Ok(QueueStats {
+            dead_letters: 0,
+            oldest_received_ms: self.lock_waiting().values().next().copied(),
+        })
+    }
+
+    fn unwritable(&self) -> Option<String> {
+        None
     }
 }

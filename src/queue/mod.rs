@@ -74,6 +74,18 @@ pub trait Backend: Send + Sync + 'static {
     async fn revive(&self, selection: Selection) -> Result<Vec<Entry>, QueueError>;
     /// Deletes the selected dead letters; returns how many there were.
     async fn purge(&self, selection: Selection) -> Result<usize, QueueError>;
+    /// How many dead letters there are, and when the oldest waiting stanza was received.
+    async fn stats(&self) -> Result<QueueStats, QueueError>;
+    /// Why nothing can be committed now (the last commit failed), if so.
+    fn unwritable(&self) -> Option<String>;
+}
+
+/// What the metrics and the status read of a queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub dead_letters: usize,
+    /// `received_ms` of the oldest stanza waiting, in either direction.
+    pub oldest_received_ms: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]

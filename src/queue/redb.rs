@@ -22,13 +22,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use crate::limits;
 use crate::queue::{
-    Backend, Committed, DeadLetter, Direction, Entry, QueueError, Remembered, Selection, now_ms,
+    Backend, Committed, DeadLetter, Direction, Entry, QueueError, QueueStats, Remembered,
+    Selection, now_ms,
 };
 
 /// Position in the queue → [`Entry`] bytes.
@@ -91,6 +92,8 @@ struct Inner {
     instance: u64,
     /// Positions of appends whose commit failed, one batch per failed commit.
     failed_appends: Mutex<Option<mpsc::UnboundedReceiver<Vec<u64>>>>,
+    /// Why the last commit failed; `None` once one succeeds.
+    last_failure: Arc<Mutex<Option<String>>>,
 }
 
 impl RedbQueue {
@@ -106,7 +109,9 @@ impl RedbQueue {
         let db = Arc::new(RwLock::new(Some(Arc::new(db))));
         let (writes, queue) = mpsc::channel(limits::QUEUE_WRITE_BACKLOG);
         let (failed_tx, failed_rx) = mpsc::unbounded_channel();
+        let last_failure = Arc::new(Mutex::new(None));
         let writer = Writer {
+            last_failure: last_failure.clone(),
             db: db.clone(),
             path: path.clone(),
             failed_appends: failed_tx,
@@ -127,6 +132,7 @@ impl RedbQueue {
                 next_position: AtomicU64::new(next_position),
                 instance,
                 failed_appends: Mutex::new(Some(failed_rx)),
+                last_failure,
             }),
         })
     }
@@ -317,6 +323,39 @@ impl Backend for RedbQueue {
         self.blocking(move |queue| queue.purge_now(&selection))
             .await
     }
+
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        self.blocking(|queue| {
+            let read = queue.db()?.begin_read()?;
+            let dead_letters = read.open_table(DEAD)?.len()?;
+            let mut oldest_received_ms = None;
+            for (table, direction) in [
+                (PENDING, Direction::ToHook),
+                (OUTGOING, Direction::ToServer),
+            ] {
+                if let Some((position, bytes)) = read.open_table(table)?.first()?
+                    && let Some(entry) = decode_entry(position.value(), direction, bytes.value())
+                {
+                    let received = entry.received_ms;
+                    oldest_received_ms =
+                        Some(oldest_received_ms.map_or(received, |o: u64| o.min(received)));
+                }
+            }
+            Ok(QueueStats {
+                dead_letters: usize::try_from(dead_letters).unwrap_or(usize::MAX),
+                oldest_received_ms,
+            })
+        })
+        .await
+    }
+
+    fn unwritable(&self) -> Option<String> {
+        self.inner
+            .last_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 fn selected(
@@ -412,6 +451,8 @@ struct Writer {
     failed_appends: mpsc::UnboundedSender<Vec<u64>>,
     /// Removals whose commit failed: retried with every later commit.
     unremoved: Vec<u64>,
+    /// Shared with the queue, for the health check.
+    last_failure: Arc<Mutex<Option<String>>>,
     last_reopen: Option<std::time::Instant>,
 }
 
@@ -462,9 +503,11 @@ impl Writer {
     /// Commits `batch` (plus the removals that failed before); on failure the database is
     /// closed, to be opened again before the next commit.
     fn commit(&mut self, batch: &[Write]) -> Result<(), QueueError> {
-        let db = self.database()?;
-        let result = commit(&db, batch, &self.unremoved);
-        drop(db);
+        let result = self
+            .database()
+            .and_then(|db| commit(&db, batch, &self.unremoved));
+        *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) =
+            result.as_ref().err().map(ToString::to_string);
         match &result {
             Ok(()) => self.unremoved.clear(),
             Err(reason) => {

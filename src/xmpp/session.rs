@@ -22,6 +22,7 @@ use tracing::{debug, error, info, warn};
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::limits;
+use crate::metrics::Metrics;
 use crate::xmpp::codec::{Frame, NS_STREAMS};
 use crate::xmpp::connect::{BoxedIo, FrameReader, Link, LinkError, connect, parse_stream_error};
 use crate::xmpp::stanza::{Kind, Outbound, Stanza};
@@ -57,6 +58,8 @@ pub(crate) struct Session {
     /// only stanzas the queue holds (within its bounds) ask for a receipt.
     pub(crate) written: mpsc::UnboundedSender<Vec<u64>>,
     pub(crate) state: watch::Sender<LinkState>,
+    /// Counts what is written and follows the link's state.
+    pub(crate) metrics: Arc<Metrics>,
     /// Held by the reader while it runs, so that at a stop the router can tell when every
     /// stanza read has been handed over.
     pub(crate) reading: Arc<tokio::sync::Mutex<()>>,
@@ -91,6 +94,7 @@ impl Session {
                         panic!("injected fault: COMPONENT_HTTP_TEST_PANIC_ONLINE is set");
                     }
                     self.state.send_replace(LinkState::Up);
+                    self.metrics.link_changed(true, None);
                     let since = Instant::now();
                     let outcome = self.serve(link, &mut unsent).await;
                     if since.elapsed() >= limits::RECONNECT_STABLE_AFTER {
@@ -105,6 +109,7 @@ impl Session {
                     self.state.send_replace(LinkState::Down {
                         reason: "shut down".into(),
                     });
+                    self.metrics.link_changed(false, Some("shut down".into()));
                     return;
                 }
                 Ended::Failed(error) => error,
@@ -123,6 +128,7 @@ impl Session {
             self.state.send_replace(LinkState::Down {
                 reason: error.to_string(),
             });
+            self.metrics.link_changed(false, Some(error.to_string()));
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = self.finish.cancelled() => return,
@@ -270,6 +276,9 @@ impl Session {
             batch.extend_from_slice(out.bytes.as_bytes());
         }
         write_timed(writer, batch).await?;
+        for out in unsent.iter() {
+            self.metrics.sent(out.kind.as_str(), out.origin.as_str());
+        }
         let receipts: Vec<u64> = unsent.drain(..).filter_map(|out| out.receipt).collect();
         if !receipts.is_empty() {
             let _ = self.written.send(receipts);

@@ -264,11 +264,31 @@ pub enum OutboundError {
     TooLarge { size: usize, limit: usize },
 }
 
+/// Where an outgoing stanza comes from: a hook's reply, the component itself (built-in answers,
+/// errors, room joins), or the HTTP API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Reply,
+    Local,
+    Api,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Reply => "reply",
+            Origin::Local => "local",
+            Origin::Api => "api",
+        }
+    }
+}
+
 /// An outgoing stanza that passed [`Outbound::check`], serialised and ready for the writer.
 #[derive(Debug, Clone)]
 pub struct Outbound {
     pub kind: Kind,
     pub bytes: String,
+    pub origin: Origin,
     /// Reported on the session's `written` channel once the stanza is written to the socket,
     /// for a sender that keeps the stanza until then (README, "The HTTP API").
     pub receipt: Option<u64>,
@@ -316,6 +336,7 @@ impl Outbound {
         Ok(Outbound {
             kind,
             bytes,
+            origin: Origin::Local,
             receipt: None,
         })
     }

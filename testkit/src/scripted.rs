@@ -1241,8 +1241,13 @@ impl BridgeConfig {
 
     /// Runs `component-http run` with this configuration.
     pub fn spawn(&self) -> Bridge {
+        self.spawn_with_args(&[])
+    }
+
+    /// Runs the bridge with these command-line arguments as well (e.g. `--log-format json`).
+    pub fn spawn_with_args(&self, args: &[&str]) -> Bridge {
         let text = self.text();
-        Bridge::spawn_with(&text, &self.files, &self.env, &self.rust_log, &[])
+        Bridge::spawn_with(&text, &self.files, &self.env, &self.rust_log, args)
     }
 
     /// Runs `component-http check` with this configuration and waits for it to exit.

@@ -11,11 +11,11 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-const TOKEN: &str = "alerts-throwaway-token-0123";
+pub(crate) const TOKEN: &str = "alerts-throwaway-token-0123";
 const OTHER_TOKEN: &str = "ops-throwaway-token-456789";
 
 /// `[api]` on a port of its own, with two tokens.
-fn with_api(config: BridgeConfig) -> BridgeConfig {
+pub(crate) fn with_api(config: BridgeConfig) -> BridgeConfig {
     config
         .table(&format!(
             "[api]\nlisten = \"127.0.0.1:0\"\n\
@@ -47,13 +47,13 @@ async fn api_address(bridge: &Bridge) -> SocketAddr {
     }
 }
 
-struct Api {
-    client: reqwest::Client,
-    base: String,
+pub(crate) struct Api {
+    pub(crate) client: reqwest::Client,
+    pub(crate) base: String,
 }
 
 impl Api {
-    async fn of(bridge: &Bridge) -> Api {
+    pub(crate) async fn of(bridge: &Bridge) -> Api {
         component_http::tls::install_crypto_provider();
         Api {
             client: reqwest::Client::new(),
@@ -67,7 +67,7 @@ impl Api {
             .timeout(Duration::from_secs(30))
     }
 
-    async fn stanza(&self, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn stanza(&self, body: Value) -> (StatusCode, Value) {
         answer(self.post("/v1/stanzas").bearer_auth(TOKEN).json(&body)).await
     }
 }
@@ -82,7 +82,7 @@ async fn answer(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
     (status, value)
 }
 
-fn message(to: &str, body: &str) -> Value {
+pub(crate) fn message(to: &str, body: &str) -> Value {
     json!({ "to": to, "body": body })
 }
 

@@ -17,6 +17,7 @@ mod keepalive;
 mod limits;
 mod malformed;
 mod memory_budget;
+mod observability;
 mod ordering;
 mod outbound;
 mod reconnect;
