@@ -430,7 +430,7 @@ impl Validator<'_> {
             .map(|api| self.api(api, max_stanza_bytes))
             .transpose()?
             .flatten();
-        let rooms = self.rooms(raw.rooms)?;
+        let rooms = self.rooms(raw.rooms, &domain)?;
         Ok(Config {
             api,
             rooms,
@@ -817,15 +817,23 @@ impl Validator<'_> {
         })
     }
 
-    fn rooms(&self, raw: Vec<RawRoom>) -> Result<Vec<RoomConfig>, ConfigError> {
+    /// The `[[rooms]]` entries: a room's bare JID (not on the component's own `domain`), a
+    /// nickname, and a localpart to join as.
+    fn rooms(&self, raw: Vec<RawRoom>, domain: &str) -> Result<Vec<RoomConfig>, ConfigError> {
         let mut rooms: Vec<RoomConfig> = Vec::new();
         for (index, room) in raw.into_iter().enumerate() {
             let entry = index + 1;
             let jid = room
                 .jid
                 .ok_or_else(|| self.invalid("rooms.jid", format!("is missing in entry {entry}")))?;
-            let bare = match jid::BareJid::new(&jid) {
-                Ok(bare) if bare.node().is_some() => bare.to_string(),
+            let bare = match jid::Jid::new(&jid) {
+                Ok(parsed) if parsed.resource().is_some() => {
+                    return Err(self.invalid(
+                        "rooms.jid",
+                        format!("{jid:?} (entry {entry}) has a resource (/…): give the room's bare JID, and its nickname in `nick`"),
+                    ));
+                }
+                Ok(parsed) if parsed.node().is_some() => parsed.to_bare(),
                 _ => {
                     return Err(self.invalid(
                         "rooms.jid",
@@ -833,6 +841,13 @@ impl Validator<'_> {
                     ));
                 }
             };
+            if bare.domain().as_str() == domain {
+                return Err(self.invalid(
+                    "rooms.jid",
+                    format!("{bare} is on the component's own domain; a room lives on the server's MUC service, e.g. \"ops@conference.example.org\""),
+                ));
+            }
+            let bare = bare.to_string();
             if rooms.iter().any(|r| r.jid == bare) {
                 return Err(self.invalid(
                     "rooms.jid",
@@ -840,10 +855,10 @@ impl Validator<'_> {
                 ));
             }
             let nick = room.nick.unwrap_or_default();
-            if nick.is_empty() || jid::ResourcePart::new(&nick).is_err() {
+            if nick.trim().is_empty() || jid::ResourcePart::new(&nick).is_err() {
                 return Err(self.invalid(
                     "rooms.nick",
-                    format!("of {bare} must be a non-empty nickname"),
+                    format!("of {bare} must be a non-empty nickname, e.g. \"alerts\""),
                 ));
             }
             let from = room.from.unwrap_or_default();
@@ -1041,6 +1056,100 @@ component_post_url = "https://hooks.example.org/xmpp"
             let error = parse(&text).unwrap_err().to_string();
             assert!(error.contains(&format!("`{key}`")), "{key}: {error}");
             assert!(!error.contains("0123456789abcdef"), "{error}");
+        }
+    }
+
+    #[test]
+    fn rooms_are_read_normalized() {
+        let config = parse(&format!(
+            "{MINIMAL}\n[[rooms]]\njid = \"Ops@Conference.Example.org\"\nnick = \"ops bot\"\nfrom = \"alerts\"\n\
+             [[rooms]]\njid = \"dev@conference.example.org\"\nnick = \"Alerts\"\nfrom = \"dev-bot\"\n"
+        ))
+        .unwrap();
+        let rooms: Vec<_> = config
+            .rooms
+            .iter()
+            .map(|r| (r.jid.as_str(), r.nick.as_str(), r.from.as_str()))
+            .collect();
+        assert_eq!(
+            rooms,
+            [
+                ("ops@conference.example.org", "ops bot", "alerts"),
+                ("dev@conference.example.org", "Alerts", "dev-bot"),
+            ]
+        );
+        assert!(parse(MINIMAL).unwrap().rooms.is_empty());
+    }
+
+    #[test]
+    fn bad_rooms_name_their_key_and_what_to_do() {
+        let room = |fields: &str| format!("{MINIMAL}\n[[rooms]]\n{fields}\n");
+        let cases = [
+            (
+                room("nick = \"a\"\nfrom = \"a\""),
+                "`rooms.jid`",
+                "missing in entry 1",
+            ),
+            (
+                room("jid = \"ops@conference.example.org/alerts\"\nnick = \"a\"\nfrom = \"a\""),
+                "`rooms.jid`",
+                "has a resource",
+            ),
+            (
+                room("jid = \"conference.example.org\"\nnick = \"a\"\nfrom = \"a\""),
+                "`rooms.jid`",
+                "not a room's bare JID",
+            ),
+            (
+                room("jid = \"a b@conference.example.org\"\nnick = \"a\"\nfrom = \"a\""),
+                "`rooms.jid`",
+                "not a room's bare JID",
+            ),
+            (
+                room("jid = \"ops@bot.example.org\"\nnick = \"a\"\nfrom = \"a\""),
+                "`rooms.jid`",
+                "the component's own domain",
+            ),
+            (
+                format!(
+                    "{}[[rooms]]\njid = \"OPS@conference.example.org\"\nnick = \"b\"\nfrom = \"b\"\n",
+                    room("jid = \"ops@conference.example.org\"\nnick = \"a\"\nfrom = \"a\"")
+                ),
+                "`rooms.jid`",
+                "listed twice",
+            ),
+            (
+                room("jid = \"ops@conference.example.org\"\nfrom = \"a\""),
+                "`rooms.nick`",
+                "non-empty nickname",
+            ),
+            (
+                room("jid = \"ops@conference.example.org\"\nnick = \"   \"\nfrom = \"a\""),
+                "`rooms.nick`",
+                "non-empty nickname",
+            ),
+            (
+                room("jid = \"ops@conference.example.org\"\nnick = \"a\""),
+                "`rooms.from`",
+                "the localpart the component joins as",
+            ),
+            (
+                room("jid = \"ops@conference.example.org\"\nnick = \"a\"\nfrom = \"al@rts\""),
+                "`rooms.from`",
+                "the localpart the component joins as",
+            ),
+            (
+                room(
+                    "jid = \"ops@conference.example.org\"\nnick = \"a\"\nfrom = \"a\"\nroom = \"x\"",
+                ),
+                "`room`",
+                "unknown field",
+            ),
+        ];
+        for (text, key, what) in cases {
+            let error = parse(&text).unwrap_err().to_string();
+            assert!(error.contains(key), "{key}: {error}");
+            assert!(error.contains(what), "{key}: {error}");
         }
     }
 
