@@ -164,8 +164,31 @@ pub(crate) struct ApiToken {
     /// Shown in logs instead of the token.
     pub(crate) name: String,
     pub(crate) token: Secret,
+    /// Where the token was read from, for `check` to report.
+    pub(crate) source: TokenSource,
     /// Localparts this token may send as: exact, with `*` globs, or `""` for the bare domain.
     pub(crate) from: Vec<String>,
+}
+
+/// Where an `[[api.tokens]]` entry's token comes from: what `check` names, never the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TokenSource {
+    /// `token`: written in the configuration file.
+    Inline,
+    /// `token_file`: this file (resolved relative to the configuration file).
+    File(PathBuf),
+    /// `token_env`: this environment variable.
+    Env(String),
+}
+
+impl fmt::Display for TokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenSource::Inline => f.write_str("inline in the configuration file"),
+            TokenSource::File(path) => write!(f, "file {}", path.display()),
+            TokenSource::Env(variable) => write!(f, "environment variable {variable}"),
+        }
+    }
 }
 
 /// Where forwarded stanzas wait, how many may, and how long they are retried (README, "Delivery").
@@ -765,6 +788,11 @@ impl Validator<'_> {
                 format!("of {name:?}: set exactly one of `token`, `token_file` and `token_env`"),
             ));
         }
+        let source = match (&raw.token_file, &raw.token_env) {
+            (Some(file), _) => TokenSource::File(self.relative(file)),
+            (None, Some(variable)) => TokenSource::Env(variable.clone()),
+            (None, None) => TokenSource::Inline,
+        };
         let token = match raw.token_env {
             Some(variable) => (self.env)(&variable)
                 .filter(|v| !v.is_empty())
@@ -813,6 +841,7 @@ impl Validator<'_> {
         Ok(ApiToken {
             name,
             token: Secret(token),
+            source,
             from,
         })
     }
@@ -1057,6 +1086,40 @@ component_post_url = "https://hooks.example.org/xmpp"
             assert!(error.contains(&format!("`{key}`")), "{key}: {error}");
             assert!(!error.contains("0123456789abcdef"), "{error}");
         }
+    }
+
+    #[test]
+    fn api_tokens_keep_where_they_came_from_for_check() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("alerts.token"), "0123456789abcdef\n").unwrap();
+        let text = format!(
+            "{MINIMAL}\n[api]\nlisten = \"127.0.0.1:5281\"\n\
+             [[api.tokens]]\nname = \"inline\"\ntoken = \"aaaaaaaaaaaaaaaa\"\nfrom = [\"a\"]\n\
+             [[api.tokens]]\nname = \"file\"\ntoken_file = \"alerts.token\"\nfrom = [\"a\"]\n\
+             [[api.tokens]]\nname = \"env\"\ntoken_env = \"B_TOKEN\"\nfrom = [\"a\"]\n"
+        );
+        let config = Config::from_toml(&text, &dir.path().join("c.toml"), &|name| {
+            (name == "B_TOKEN").then(|| "fedcba9876543210".to_owned())
+        })
+        .unwrap();
+        let sources: Vec<_> = config
+            .api
+            .unwrap()
+            .tokens
+            .into_iter()
+            .map(|t| t.source)
+            .collect();
+        assert_eq!(
+            sources,
+            [
+                TokenSource::Inline,
+                TokenSource::File(dir.path().join("alerts.token")),
+                TokenSource::Env("B_TOKEN".into()),
+            ]
+        );
+        let shown = sources.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(shown[2], "environment variable B_TOKEN");
+        assert!(shown.iter().all(|s| !s.contains("0123456789abcdef")));
     }
 
     #[test]
