@@ -37,8 +37,9 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the component (the default).
     Run,
-    /// Validate the configuration, connect and authenticate to the server, reach the hook;
-    /// print what is wrong and exit non-zero if anything is.
+    /// Validate the configuration, bind the API's addresses, report each API token's source
+    /// and each room, connect and authenticate to the server, reach the hook, open the queue;
+    /// print what is wrong with its fix and exit non-zero if anything is.
     Check,
     /// Stanzas whose retries ran out: list them, deliver them again, or delete them. Works on a
     /// running instance (through its control socket) and on a stopped one.

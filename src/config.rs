@@ -164,8 +164,31 @@ pub(crate) struct ApiToken {
     /// Shown in logs instead of the token.
     pub(crate) name: String,
     pub(crate) token: Secret,
+    /// Where the token was read from, for `check` to report.
+    pub(crate) source: TokenSource,
     /// Localparts this token may send as: exact, with `*` globs, or `""` for the bare domain.
     pub(crate) from: Vec<String>,
+}
+
+/// Where an `[[api.tokens]]` entry's token comes from: what `check` names, never the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TokenSource {
+    /// `token`: written in the configuration file.
+    Inline,
+    /// `token_file`: this file (resolved relative to the configuration file).
+    File(PathBuf),
+    /// `token_env`: this environment variable.
+    Env(String),
+}
+
+impl fmt::Display for TokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenSource::Inline => f.write_str("inline in the configuration file"),
+            TokenSource::File(path) => write!(f, "file {}", path.display()),
+            TokenSource::Env(variable) => write!(f, "environment variable {variable}"),
+        }
+    }
 }
 
 /// Where forwarded stanzas wait, how many may, and how long they are retried (README, "Delivery").
@@ -430,7 +453,7 @@ impl Validator<'_> {
             .map(|api| self.api(api, max_stanza_bytes))
             .transpose()?
             .flatten();
-        let rooms = self.rooms(raw.rooms)?;
+        let rooms = self.rooms(raw.rooms, &domain)?;
         Ok(Config {
             api,
             rooms,
@@ -765,6 +788,11 @@ impl Validator<'_> {
                 format!("of {name:?}: set exactly one of `token`, `token_file` and `token_env`"),
             ));
         }
+        let source = match (&raw.token_file, &raw.token_env) {
+            (Some(file), _) => TokenSource::File(self.relative(file)),
+            (None, Some(variable)) => TokenSource::Env(variable.clone()),
+            (None, None) => TokenSource::Inline,
+        };
         let token = match raw.token_env {
             Some(variable) => (self.env)(&variable)
                 .filter(|v| !v.is_empty())
@@ -813,19 +841,28 @@ impl Validator<'_> {
         Ok(ApiToken {
             name,
             token: Secret(token),
+            source,
             from,
         })
     }
 
-    fn rooms(&self, raw: Vec<RawRoom>) -> Result<Vec<RoomConfig>, ConfigError> {
+    /// The `[[rooms]]` entries: a room's bare JID (not on the component's own `domain`), a
+    /// nickname, and a localpart to join as.
+    fn rooms(&self, raw: Vec<RawRoom>, domain: &str) -> Result<Vec<RoomConfig>, ConfigError> {
         let mut rooms: Vec<RoomConfig> = Vec::new();
         for (index, room) in raw.into_iter().enumerate() {
             let entry = index + 1;
             let jid = room
                 .jid
                 .ok_or_else(|| self.invalid("rooms.jid", format!("is missing in entry {entry}")))?;
-            let bare = match jid::BareJid::new(&jid) {
-                Ok(bare) if bare.node().is_some() => bare.to_string(),
+            let bare = match jid::Jid::new(&jid) {
+                Ok(parsed) if parsed.resource().is_some() => {
+                    return Err(self.invalid(
+                        "rooms.jid",
+                        format!("{jid:?} (entry {entry}) has a resource (/…): give the room's bare JID, and its nickname in `nick`"),
+                    ));
+                }
+                Ok(parsed) if parsed.node().is_some() => parsed.to_bare(),
                 _ => {
                     return Err(self.invalid(
                         "rooms.jid",
@@ -833,6 +870,13 @@ impl Validator<'_> {
                     ));
                 }
             };
+            if bare.domain().as_str() == domain {
+                return Err(self.invalid(
+                    "rooms.jid",
+                    format!("{bare} is on the component's own domain; a room lives on the server's MUC service, e.g. \"ops@conference.example.org\""),
+                ));
+            }
+            let bare = bare.to_string();
             if rooms.iter().any(|r| r.jid == bare) {
                 return Err(self.invalid(
                     "rooms.jid",
@@ -840,10 +884,10 @@ impl Validator<'_> {
                 ));
             }
             let nick = room.nick.unwrap_or_default();
-            if nick.is_empty() || jid::ResourcePart::new(&nick).is_err() {
+            if nick.trim().is_empty() || jid::ResourcePart::new(&nick).is_err() {
                 return Err(self.invalid(
                     "rooms.nick",
-                    format!("of {bare} must be a non-empty nickname"),
+                    format!("of {bare} must be a non-empty nickname, e.g. \"alerts\""),
                 ));
             }
             let from = room.from.unwrap_or_default();
@@ -1041,6 +1085,134 @@ component_post_url = "https://hooks.example.org/xmpp"
             let error = parse(&text).unwrap_err().to_string();
             assert!(error.contains(&format!("`{key}`")), "{key}: {error}");
             assert!(!error.contains("0123456789abcdef"), "{error}");
+        }
+    }
+
+    #[test]
+    fn api_tokens_keep_where_they_came_from_for_check() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("alerts.token"), "0123456789abcdef\n").unwrap();
+        let text = format!(
+            "{MINIMAL}\n[api]\nlisten = \"127.0.0.1:5281\"\n\
+             [[api.tokens]]\nname = \"inline\"\ntoken = \"aaaaaaaaaaaaaaaa\"\nfrom = [\"a\"]\n\
+             [[api.tokens]]\nname = \"file\"\ntoken_file = \"alerts.token\"\nfrom = [\"a\"]\n\
+             [[api.tokens]]\nname = \"env\"\ntoken_env = \"B_TOKEN\"\nfrom = [\"a\"]\n"
+        );
+        let config = Config::from_toml(&text, &dir.path().join("c.toml"), &|name| {
+            (name == "B_TOKEN").then(|| "fedcba9876543210".to_owned())
+        })
+        .unwrap();
+        let sources: Vec<_> = config
+            .api
+            .unwrap()
+            .tokens
+            .into_iter()
+            .map(|t| t.source)
+            .collect();
+        assert_eq!(
+            sources,
+            [
+                TokenSource::Inline,
+                TokenSource::File(dir.path().join("alerts.token")),
+                TokenSource::Env("B_TOKEN".into()),
+            ]
+        );
+        let shown = sources.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(shown[2], "environment variable B_TOKEN");
+        assert!(shown.iter().all(|s| !s.contains("0123456789abcdef")));
+    }
+
+    #[test]
+    fn rooms_are_read_normalized() {
+        let config = parse(&format!(
+            "{MINIMAL}\n[[rooms]]\njid = \"Ops@Conference.Example.org\"\nnick = \"ops bot\"\nfrom = \"alerts\"\n\
+             [[rooms]]\njid = \"dev@conference.example.org\"\nnick = \"Alerts\"\nfrom = \"dev-bot\"\n"
+        ))
+        .unwrap();
+        let rooms: Vec<_> = config
+            .rooms
+            .iter()
+            .map(|r| (r.jid.as_str(), r.nick.as_str(), r.from.as_str()))
+            .collect();
+        assert_eq!(
+            rooms,
+            [
+                ("ops@conference.example.org", "ops bot", "alerts"),
+                ("dev@conference.example.org", "Alerts", "dev-bot"),
+            ]
+        );
+        assert!(parse(MINIMAL).unwrap().rooms.is_empty());
+    }
+
+    #[test]
+    fn bad_rooms_name_their_key_and_what_to_do() {
+        let room = |fields: &str| format!("{MINIMAL}\n[[rooms]]\n{fields}\n");
+        let cases = [
+            (
+                room("nick = \"a\"\nfrom = \"a\""),
+                "`rooms.jid`",
+                "missing in entry 1",
+            ),
+            (
+                room("jid = \"ops@conference.example.org/alerts\"\nnick = \"a\"\nfrom = \"a\""),
+                "`rooms.jid`",
+                "has a resource",
+            ),
+            (
+                room("jid = \"conference.example.org\"\nnick = \"a\"\nfrom = \"a\""),
+                "`rooms.jid`",
+                "not a room's bare JID",
+            ),
+            (
+                room("jid = \"a b@conference.example.org\"\nnick = \"a\"\nfrom = \"a\""),
+                "`rooms.jid`",
+                "not a room's bare JID",
+            ),
+            (
+                room("jid = \"ops@bot.example.org\"\nnick = \"a\"\nfrom = \"a\""),
+                "`rooms.jid`",
+                "the component's own domain",
+            ),
+            (
+                format!(
+                    "{}[[rooms]]\njid = \"OPS@conference.example.org\"\nnick = \"b\"\nfrom = \"b\"\n",
+                    room("jid = \"ops@conference.example.org\"\nnick = \"a\"\nfrom = \"a\"")
+                ),
+                "`rooms.jid`",
+                "listed twice",
+            ),
+            (
+                room("jid = \"ops@conference.example.org\"\nfrom = \"a\""),
+                "`rooms.nick`",
+                "non-empty nickname",
+            ),
+            (
+                room("jid = \"ops@conference.example.org\"\nnick = \"   \"\nfrom = \"a\""),
+                "`rooms.nick`",
+                "non-empty nickname",
+            ),
+            (
+                room("jid = \"ops@conference.example.org\"\nnick = \"a\""),
+                "`rooms.from`",
+                "the localpart the component joins as",
+            ),
+            (
+                room("jid = \"ops@conference.example.org\"\nnick = \"a\"\nfrom = \"al@rts\""),
+                "`rooms.from`",
+                "the localpart the component joins as",
+            ),
+            (
+                room(
+                    "jid = \"ops@conference.example.org\"\nnick = \"a\"\nfrom = \"a\"\nroom = \"x\"",
+                ),
+                "`room`",
+                "unknown field",
+            ),
+        ];
+        for (text, key, what) in cases {
+            let error = parse(&text).unwrap_err().to_string();
+            assert!(error.contains(key), "{key}: {error}");
+            assert!(error.contains(what), "{key}: {error}");
         }
     }
 

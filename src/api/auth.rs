@@ -114,12 +114,13 @@ fn glob_matches(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
+    use crate::config::{Secret, TokenSource};
 
     fn token(name: &str, value: &str, from: &[&str]) -> ApiToken {
         ApiToken {
             name: name.into(),
             token: Secret::for_tests(value),
+            source: TokenSource::Inline,
             from: from.iter().map(|s| s.to_string()).collect(),
         }
     }

@@ -10,6 +10,7 @@ pub(crate) mod observe;
 pub(crate) mod openapi;
 pub(crate) mod stanzas;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -52,7 +53,7 @@ impl Listeners {
     pub(crate) async fn bind(api: &ApiConfig) -> std::io::Result<Listeners> {
         let mut listeners = Vec::new();
         for address in &api.listen {
-            let listener = TcpListener::bind(address).await.map_err(|e| {
+            let listener = listen_on(*address).await.map_err(|e| {
                 std::io::Error::new(
                     e.kind(),
                     format!("cannot listen on {address} for [api]: {e}"),
@@ -89,6 +90,12 @@ impl Listeners {
         }
         while servers.join_next().await.is_some() {}
     }
+}
+
+/// One listener of `[api] listen`, bound as the running instance binds it: `check` binds each
+/// address this way (and drops it at once) to tell whether the start would succeed.
+pub(crate) async fn listen_on(address: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(address).await
 }
 
 fn routes(state: ApiState) -> Router {

@@ -21,8 +21,10 @@ pub fn handshake_element(stream_id: &str, secret: &str) -> String {
 pub(crate) fn configuration_advice(condition: &str) -> Option<&'static str> {
     match condition {
         "not-authorized" => Some(
-            "the server refused the secret: make `secret` equal to the component_secret (Prosody) \
-             or password (ejabberd) configured for this domain",
+            "the server refused the secret for this domain: in Prosody, make `secret` equal to \
+             the component_secret of Component \"DOMAIN\"; in ejabberd, list DOMAIN in the `hosts` \
+             of the `ejabberd_service` listener (a domain missing there is refused the same way) \
+             with `password` equal to `secret`",
         ),
         "host-unknown" | "improper-addressing" => Some(
             "the server does not know this component domain: add it to the server's configuration \
@@ -59,5 +61,13 @@ mod tests {
             assert!(configuration_advice(condition).is_some());
         }
         assert!(configuration_advice("system-shutdown").is_none());
+    }
+
+    #[test]
+    fn not_authorized_names_both_servers_causes() {
+        let advice = configuration_advice("not-authorized").unwrap_or_default();
+        for cause in ["component_secret", "ejabberd_service", "hosts", "password"] {
+            assert!(advice.contains(cause), "{cause}: {advice}");
+        }
     }
 }
