@@ -64,16 +64,27 @@ const COMPONENT_AUTHENTICATED: &str = "External component successfully authentic
 /// Is `program` installed? When it is not: skip (return false) with a notice, or fail when the
 /// environment says this is CI (`CI=true`), where a skipped end-to-end test would hide a defect.
 pub fn require_tool(program: &str, package: &str) -> bool {
-    if find_in_path(program).is_some() {
+    require(
+        find_in_path(program).is_some(),
+        &format!("`{program}`"),
+        &format!("apt-get install -y {package}"),
+    )
+}
+
+/// Is `what` available (`present`)? When it is not: skip (return false) with a notice saying
+/// how to `install` it, or fail when `CI=true`, like [`require_tool`]; for what is not a
+/// program on the `PATH`, such as a Python package.
+pub fn require(present: bool, what: &str, install: &str) -> bool {
+    if present {
         return true;
     }
     let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
     if ci {
-        panic!(
-            "`{program}` is required for the end-to-end tests (CI=true): install it with `apt-get install -y {package}`"
-        );
+        panic!("the end-to-end tests need {what} (CI=true): install it with `{install}`");
     }
-    eprintln!("notice: `{program}` not found, skipping this end-to-end test (install {package})");
+    eprintln!(
+        "notice: {what} not found, skipping this end-to-end test (install it with `{install}`)"
+    );
     false
 }
 

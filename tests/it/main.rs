@@ -25,6 +25,7 @@ mod replies;
 mod request;
 mod restricted_xml;
 mod retries;
+mod schema;
 mod shutdown;
 mod signing;
 mod tls;

@@ -11,6 +11,7 @@ mod durable;
 mod echo;
 use testkit::prosody as harness;
 mod harness_check;
+mod hooks;
 mod http_errors;
 mod payload;
 mod php;
