@@ -336,3 +336,20 @@ fn write_messages(tcp: TcpStream) -> mpsc::Sender<(String, String)> {
     });
     tx
 }
+
+/// Reads `GET /metrics` from the bridge at `address` every `interval` until aborted, as a
+/// Prometheus server would (only far more often).
+pub async fn scrape_every(address: SocketAddr, interval: Duration) -> anyhow::Result<()> {
+    component_http::tls::install_crypto_provider();
+    let client = reqwest::Client::new();
+    let url = format!("http://{address}/metrics");
+    let mut ticks = tokio::time::interval(interval);
+    loop {
+        ticks.tick().await;
+        let text = client.get(&url).send().await?.text().await?;
+        anyhow::ensure!(
+            text.contains("component_http_stanzas_received_total"),
+            "/metrics did not answer its metrics"
+        );
+    }
+}

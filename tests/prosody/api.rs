@@ -272,3 +272,50 @@ async fn groupchat_through_the_api_reaches_an_occupant_from_the_nick_also_after_
     })
     .await;
 }
+
+/// Polls `GET /health` until it answers `want`; returns how long that took.
+async fn health_becomes(api: &Api, want: StatusCode) -> Duration {
+    let started = std::time::Instant::now();
+    loop {
+        let response = api
+            .client
+            .get(format!("{}/health", api.base))
+            .send()
+            .await
+            .expect("/health answers");
+        if response.status() == want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < REPLY_TIMEOUT,
+            "/health stayed {}",
+            response.status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn health_is_503_within_a_second_of_prosody_dying_and_200_within_a_second_of_the_reconnect()
+{
+    let Some(mut stack) = Stack::start(Reply::echo, &api_config("")).await else {
+        return;
+    };
+    let api = Api::of(&stack.bridge).await;
+    health_becomes(&api, StatusCode::OK).await;
+
+    stack.prosody.kill();
+    let took = health_becomes(&api, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(took < Duration::from_secs(1), "503 only {took:?} after Prosody died");
+
+    let logins = stack.prosody.component_logins();
+    stack.prosody.start_again().await;
+    // From the moment Prosody has accepted the component again.
+    let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
+    while stack.prosody.component_logins() == logins {
+        assert!(tokio::time::Instant::now() < deadline, "the bridge did not reconnect");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = health_becomes(&api, StatusCode::OK).await;
+    assert!(took < Duration::from_secs(1), "200 only {took:?} after the reconnect");
+}
