@@ -296,8 +296,7 @@ async fn health_becomes(api: &Api, want: StatusCode) -> Duration {
 }
 
 #[tokio::test]
-async fn health_is_503_within_a_second_of_prosody_dying_and_200_within_a_second_of_the_reconnect()
-{
+async fn health_is_503_within_a_second_of_prosody_dying_and_200_within_a_second_of_the_reconnect() {
     let Some(mut stack) = Stack::start(Reply::echo, &api_config("")).await else {
         return;
     };
@@ -306,16 +305,25 @@ async fn health_is_503_within_a_second_of_prosody_dying_and_200_within_a_second_
 
     stack.prosody.kill();
     let took = health_becomes(&api, StatusCode::SERVICE_UNAVAILABLE).await;
-    assert!(took < Duration::from_secs(1), "503 only {took:?} after Prosody died");
+    assert!(
+        took < Duration::from_secs(1),
+        "503 only {took:?} after Prosody died"
+    );
 
     let logins = stack.prosody.component_logins();
     stack.prosody.start_again().await;
     // From the moment Prosody has accepted the component again.
     let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
     while stack.prosody.component_logins() == logins {
-        assert!(tokio::time::Instant::now() < deadline, "the bridge did not reconnect");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bridge did not reconnect"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let took = health_becomes(&api, StatusCode::OK).await;
-    assert!(took < Duration::from_secs(1), "200 only {took:?} after the reconnect");
+    assert!(
+        took < Duration::from_secs(1),
+        "200 only {took:?} after the reconnect"
+    );
 }
