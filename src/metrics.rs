@@ -87,6 +87,12 @@ pub(crate) struct LinkStatus {
     pub(crate) reason: Option<String>,
 }
 
+/// The link's status, and whether it was ever up (the next time up is a reconnection).
+struct Link {
+    status: LinkStatus,
+    ever_up: bool,
+}
+
 /// The last hook call that did not get a 2xx.
 #[derive(Clone, Debug)]
 pub(crate) struct HookError {
@@ -108,14 +114,14 @@ pub(crate) struct QueueSnapshot {
 
 pub(crate) struct Metrics {
     registry: Registry,
-    pub(crate) received: Family<KindLabel, Counter>,
-    pub(crate) sent: Family<SentLabels, Counter>,
-    pub(crate) refused: Family<ReasonLabel, Counter>,
-    pub(crate) hook_requests: Family<OutcomeLabel, Counter>,
-    pub(crate) hook_seconds: Histogram,
-    pub(crate) deliveries: Family<ResultLabel, Counter>,
-    pub(crate) retries: Counter,
-    pub(crate) api_requests: Family<ApiLabels, Counter>,
+    received: Family<KindLabel, Counter>,
+    sent: Family<SentLabels, Counter>,
+    refused: Family<ReasonLabel, Counter>,
+    hook_requests: Family<OutcomeLabel, Counter>,
+    hook_seconds: Histogram,
+    deliveries: Family<ResultLabel, Counter>,
+    retries: Counter,
+    api_requests: Family<ApiLabels, Counter>,
     link_up: Gauge,
     reconnects: Counter,
     queue_stanzas: Gauge,
@@ -127,8 +133,7 @@ pub(crate) struct Metrics {
     /// Stanzas whose last hook call failed and that wait for their next try.
     retrying: AtomicI64,
     started: Instant,
-    link: Mutex<LinkStatus>,
-    ever_up: Mutex<bool>,
+    link: Mutex<Link>,
     last_hook_error: Mutex<Option<HookError>>,
 }
 
@@ -140,8 +145,7 @@ impl Default for Metrics {
 
 impl Metrics {
     pub(crate) fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("component_http");
-        let metrics = Metrics {
+        let mut metrics = Metrics {
             received: Family::default(),
             sent: Family::default(),
             refused: Family::default(),
@@ -160,15 +164,18 @@ impl Metrics {
             oldest_pending: Gauge::default(),
             retrying: AtomicI64::new(0),
             started: Instant::now(),
-            link: Mutex::new(LinkStatus {
-                up: false,
-                since: SystemTime::now(),
-                reason: Some("connecting".into()),
+            link: Mutex::new(Link {
+                status: LinkStatus {
+                    up: false,
+                    since: SystemTime::now(),
+                    reason: Some("connecting".into()),
+                },
+                ever_up: false,
             }),
-            ever_up: Mutex::new(false),
             last_hook_error: Mutex::new(None),
             registry: Registry::default(),
         };
+        let mut registry = Registry::with_prefix("component_http");
         let r = &mut registry;
         r.register(
             "stanzas_received",
@@ -257,10 +264,8 @@ impl Metrics {
             })
             .set(1);
         r.register("build_info", "The running version", build_info);
-        Metrics {
-            registry,
-            ..metrics
-        }
+        metrics.registry = registry;
+        metrics
     }
 
     /// Prometheus' text format, with the queue's gauges as of `queue`.
@@ -282,14 +287,12 @@ impl Metrics {
     /// The link came up or went down (`reason`).
     pub(crate) fn link_changed(&self, up: bool, reason: Option<String>) {
         self.link_up.set(i64::from(up));
-        if up {
-            let mut ever_up = lock(&self.ever_up);
-            if *ever_up {
-                self.reconnects.inc();
-            }
-            *ever_up = true;
+        let mut link = lock(&self.link);
+        if up && link.ever_up {
+            self.reconnects.inc();
         }
-        *lock(&self.link) = LinkStatus {
+        link.ever_up |= up;
+        link.status = LinkStatus {
             up,
             since: SystemTime::now(),
             reason,
@@ -297,7 +300,7 @@ impl Metrics {
     }
 
     pub(crate) fn link(&self) -> LinkStatus {
-        lock(&self.link).clone()
+        lock(&self.link).status.clone()
     }
 
     pub(crate) fn uptime(&self) -> Duration {
@@ -335,6 +338,11 @@ impl Metrics {
 
     pub(crate) fn refused(&self, reason: &'static str) {
         self.refused.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// A hook call is about to be repeated after a failure.
+    pub(crate) fn retried(&self) {
+        self.retries.inc();
     }
 
     pub(crate) fn delivered(&self, result: &'static str) {
@@ -376,7 +384,7 @@ mod tests {
         metrics.refused(refused::QUEUE_FULL);
         metrics.hook_called("5xx", Duration::from_millis(7), None);
         metrics.delivered(delivered::BOUNCED);
-        metrics.retries.inc();
+        metrics.retried();
         metrics.api_request("/v1/stanzas", 202);
         metrics.link_changed(true, None);
         metrics.link_changed(false, Some("gone".into()));

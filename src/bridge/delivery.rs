@@ -418,7 +418,7 @@ impl Inner {
             &self.stop,
             rand::random,
             |outcome, attempt, wait| {
-                self.metrics.retries.inc();
+                self.metrics.retried();
                 retrying.start();
                 warn!(
                     url = %self.hook.url(),
@@ -433,16 +433,7 @@ impl Inner {
 
     /// Counts one hook call by its outcome class, and keeps the last failure for the status.
     fn count_call(&self, outcome: &HookOutcome, took: Duration) {
-        let class = match outcome {
-            HookOutcome::Timeout => "timeout",
-            HookOutcome::ConnectFailure(_) => "connect",
-            _ => match outcome.status().unwrap_or(0) {
-                200..=299 => "2xx",
-                300..=399 => "3xx",
-                400..=499 => "4xx",
-                _ => "5xx",
-            },
-        };
+        let class = outcome.class();
         let failure = (class != "2xx").then(|| HookError {
             time: std::time::SystemTime::now(),
             status: outcome.status(),

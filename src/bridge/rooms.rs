@@ -139,7 +139,6 @@ impl Rooms {
         }
     }
 
-    /// The JID a groupchat to `to` is sent from, if the component is in that room.
     /// The rooms the component is in now, in configuration order.
     pub(crate) fn joined(&self) -> Vec<String> {
         let state = self.inner.lock();
@@ -151,6 +150,7 @@ impl Rooms {
             .collect()
     }
 
+    /// The JID a groupchat to `to` is sent from, if the component is in that room.
     pub(crate) fn sender_for(&self, to: &str) -> Result<(String, String), RoomRefusal> {
         let room_jid = bare(to).unwrap_or_else(|| to.to_owned());
         let Some(room) = self.inner.config.rooms.iter().find(|r| r.jid == room_jid) else {

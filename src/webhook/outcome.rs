@@ -39,6 +39,21 @@ impl HookOutcome {
         }
     }
 
+    /// The outcome's class as the metrics count it: `2xx` … `5xx` by status (an answer that is
+    /// not HTTP counts as `5xx`), `timeout` or `connect`.
+    pub(crate) fn class(&self) -> &'static str {
+        match self {
+            HookOutcome::Timeout => "timeout",
+            HookOutcome::ConnectFailure(_) => "connect",
+            _ => match self.status().unwrap_or(0) {
+                200..=299 => "2xx",
+                300..=399 => "3xx",
+                400..=499 => "4xx",
+                _ => "5xx",
+            },
+        }
+    }
+
     /// How long the hook asked the bridge to wait before the next try.
     pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self {
