@@ -1,8 +1,11 @@
 //! Test fixtures shared by the integration tests (`tests/it`), the end-to-end tests
-//! (`tests/prosody`) and the benchmark (`bench/`): [`scripted`] is a scripted XEP-0114 server
-//! and a recording webhook around the bridge binary; [`prosody`] is a throwaway Prosody, a
-//! webhook and a real XMPP client. Nothing here is part of the product.
+//! (`tests/e2e`) and the benchmark (`bench/`): [`scripted`] is a scripted XEP-0114 server
+//! and a recording webhook around the bridge binary; [`e2e`] runs the bridge between a
+//! throwaway XMPP server, [`prosody`] or [`ejabberd`], a webhook and a real XMPP client.
+//! Nothing here is part of the product.
 
+pub mod e2e;
+pub mod ejabberd;
 pub mod prosody;
 pub mod scripted;
 

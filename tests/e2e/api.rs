@@ -1,8 +1,8 @@
-//! The HTTP API end to end: through a real Prosody to real clients (README, "The HTTP API").
-//! What is sent reaches a logged-in user; what is accepted while Prosody is down, or just before
-//! the bridge is killed, is delivered afterwards; an iq waits for the server's answer; a hook's
-//! `202` to a user's iq is answered later; groupchat reaches a room's occupant from the
-//! component's nick, after a Prosody restart too; `/msg` takes `curl -u`; repeats with an
+//! The HTTP API end to end: through a real server to real clients (README, "The HTTP API").
+//! What is sent reaches a logged-in user; what is accepted while the server is down, or just
+//! before the bridge is killed, is delivered afterwards; an iq waits for the server's answer; a
+//! hook's `202` to a user's iq is answered later; groupchat reaches a room's occupant from the
+//! component's nick, after a server restart too; `/msg` takes `curl -u`; repeats with an
 //! `Idempotency-Key` send nothing.
 
 use std::time::Duration;
@@ -10,13 +10,14 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::harness::ServerKind;
 use crate::harness::{
-    Bridge, DOMAIN, Hook, Prosody, REPLY_TIMEOUT, Reply, Request, Stack, XmppClient, body,
-    require_tool,
+    Bridge, DOMAIN, Hook, REPLY_TIMEOUT, Reply, Request, Server, ServerOptions, Stack, XmppClient,
+    body,
 };
 
 const TOKEN: &str = "alerts-throwaway-token-0123";
-/// A room of the test Prosody's MUC service ([`crate::harness::MUC`]).
+/// A room of the test server's MUC service ([`crate::harness::MUC`]).
 const ROOM: &str = "ops@conference.localhost";
 
 /// `[api]` with one token for `alerts`, and `ops@conference.localhost` kept joined.
@@ -87,17 +88,25 @@ async fn message_from(user: &mut XmppClient, from: &str) -> tokio_xmpp::minidom:
     .await
 }
 
-#[tokio::test]
-async fn api_messages_reach_a_user_also_when_sent_while_prosody_or_the_bridge_was_down() {
-    if !require_tool("prosody", "prosody") {
+async fn api_messages_reach_a_user_also_when_sent_while_the_server_or_the_bridge_was_down(
+    kind: ServerKind,
+) {
+    if !kind.require() {
         return;
     }
     // Offline storage, so that what the bridge writes before the user is back waits for them.
-    let mut prosody = Prosody::start_with("    modules_enabled = { \"offline\" }").await;
+    let mut server = Server::start_with(
+        kind,
+        &ServerOptions {
+            offline_messages: true,
+            ..ServerOptions::default()
+        },
+    )
+    .await;
     let hook = Hook::start(Reply::echo).await;
-    let mut bridge = Bridge::start(&prosody, &hook.url(), &api_config("")).await;
+    let mut bridge = Bridge::start(&server, &hook.url(), &api_config("")).await;
     let api = Api::of(&bridge).await;
-    let mut user = prosody.client("user1").await;
+    let mut user = server.client("user1").await;
     let alerts = format!("alerts@{DOMAIN}");
 
     let (status, accepted) = api
@@ -122,12 +131,12 @@ async fn api_messages_reach_a_user_also_when_sent_while_prosody_or_the_bridge_wa
         Some("backup done")
     );
 
-    // Prosody goes down; what is accepted meanwhile is delivered once it is back.
+    // The server goes down; what is accepted meanwhile is delivered once it is back.
     user.close().await;
-    prosody.kill();
+    server.kill();
     bridge.wait_link_down().await;
     let (status, _) = api
-        .stanza(json!({ "to": "user1@localhost", "body": "while prosody was down" }))
+        .stanza(json!({ "to": "user1@localhost", "body": "while the server was down" }))
         .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     // And the bridge dies right after a 202 (SIGKILL: nothing flushed).
@@ -136,12 +145,12 @@ async fn api_messages_reach_a_user_also_when_sent_while_prosody_or_the_bridge_wa
         .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     bridge.kill();
-    prosody.start_again().await;
-    let mut user = prosody.client("user1").await;
-    bridge.restart(&prosody).await;
+    server.start_again().await;
+    let mut user = server.client("user1").await;
+    bridge.restart(&server).await;
     let first = message_from(&mut user, &alerts).await;
     let second = message_from(&mut user, &alerts).await;
-    assert_eq!(body(&first).as_deref(), Some("while prosody was down"));
+    assert_eq!(body(&first).as_deref(), Some("while the server was down"));
     assert_eq!(body(&second).as_deref(), Some("just before the crash"));
 
     // Repeats with one Idempotency-Key: one message.
@@ -169,10 +178,13 @@ async fn api_messages_reach_a_user_also_when_sent_while_prosody_or_the_bridge_wa
         Some("marker")
     );
 }
+on_both_servers!(api_messages_reach_a_user_also_when_sent_while_the_server_or_the_bridge_was_down);
 
-#[tokio::test]
-async fn an_iq_through_the_api_gets_the_servers_answer_and_a_hooks_202_is_answered_later() {
+async fn an_iq_through_the_api_gets_the_servers_answer_and_a_hooks_202_is_answered_later(
+    kind: ServerKind,
+) {
     let Some(stack) = Stack::start(
+        kind,
         |_: &Request| Reply::status(202),
         &api_config("stanzas = [\"message\", \"iq\"]\niq_timeout = \"2s\""),
     )
@@ -227,6 +239,7 @@ async fn an_iq_through_the_api_gets_the_servers_answer_and_a_hooks_202_is_answer
         .await;
     assert!(late.is_none(), "a timeout error followed: {late:?}");
 }
+on_both_servers!(an_iq_through_the_api_gets_the_servers_answer_and_a_hooks_202_is_answered_later);
 
 /// Joins `ROOM` as `nick` and waits for the room's own presence back.
 async fn join_room(user: &mut XmppClient, nick: &str) {
@@ -241,9 +254,10 @@ async fn join_room(user: &mut XmppClient, nick: &str) {
     .await;
 }
 
-#[tokio::test]
-async fn groupchat_through_the_api_reaches_an_occupant_from_the_nick_also_after_a_restart() {
-    let Some(mut stack) = Stack::start(Reply::echo, &api_config("")).await else {
+async fn groupchat_through_the_api_reaches_an_occupant_from_the_nick_also_after_a_restart(
+    kind: ServerKind,
+) {
+    let Some(mut stack) = Stack::start(kind, Reply::echo, &api_config("")).await else {
         return;
     };
     let api = Api::of(&stack.bridge).await;
@@ -259,9 +273,9 @@ async fn groupchat_through_the_api_reaches_an_occupant_from_the_nick_also_after_
         .await;
     assert_eq!(got.attr("type"), Some("groupchat"));
 
-    // Prosody restarts: the bridge reconnects and joins again by itself.
+    // The server restarts: the bridge reconnects and joins again by itself.
     user.close().await;
-    stack.prosody.kill_and_restart().await;
+    stack.server.kill_and_restart().await;
     let mut user = stack.client("user1").await;
     join_room(&mut user, "user1").await;
     api.post_into_room(json!({ "to": ROOM, "type": "groupchat", "body": "after the restart" }))
@@ -272,6 +286,7 @@ async fn groupchat_through_the_api_reaches_an_occupant_from_the_nick_also_after_
     })
     .await;
 }
+on_both_servers!(groupchat_through_the_api_reaches_an_occupant_from_the_nick_also_after_a_restart);
 
 /// Polls `GET /health` until it answers `want`; returns how long that took.
 async fn health_becomes(api: &Api, want: StatusCode) -> Duration {
@@ -295,26 +310,27 @@ async fn health_becomes(api: &Api, want: StatusCode) -> Duration {
     }
 }
 
-#[tokio::test]
-async fn health_is_503_within_a_second_of_prosody_dying_and_200_within_a_second_of_the_reconnect() {
-    let Some(mut stack) = Stack::start(Reply::echo, &api_config("")).await else {
+async fn health_is_503_within_a_second_of_the_server_dying_and_200_within_a_second_of_the_reconnect(
+    kind: ServerKind,
+) {
+    let Some(mut stack) = Stack::start(kind, Reply::echo, &api_config("")).await else {
         return;
     };
     let api = Api::of(&stack.bridge).await;
     health_becomes(&api, StatusCode::OK).await;
 
-    stack.prosody.kill();
+    stack.server.kill();
     let took = health_becomes(&api, StatusCode::SERVICE_UNAVAILABLE).await;
     assert!(
         took < Duration::from_secs(1),
-        "503 only {took:?} after Prosody died"
+        "503 only {took:?} after the server died"
     );
 
-    let logins = stack.prosody.component_logins();
-    stack.prosody.start_again().await;
-    // From the moment Prosody has accepted the component again.
+    let logins = stack.server.component_logins();
+    stack.server.start_again().await;
+    // From the moment the server has accepted the component again.
     let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
-    while stack.prosody.component_logins() == logins {
+    while stack.server.component_logins() == logins {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the bridge did not reconnect"
@@ -327,3 +343,6 @@ async fn health_is_503_within_a_second_of_prosody_dying_and_200_within_a_second_
         "200 only {took:?} after the reconnect"
     );
 }
+on_both_servers!(
+    health_is_503_within_a_second_of_the_server_dying_and_200_within_a_second_of_the_reconnect
+);

@@ -2,6 +2,7 @@
 //! itself"): presence subscriptions and probes, service discovery, XEP-0199 ping, XEP-0092 version,
 //! and service-unavailable for any other iq.
 
+use crate::harness::ServerKind;
 use crate::harness::{Reply, Stack, from_component, stanza_error, to_xml};
 
 const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
@@ -20,14 +21,13 @@ fn child_text(element: &tokio_xmpp::minidom::Element, name: &str) -> Option<Stri
 
 /// A subscription request is approved (`subscribed`, from the bare JID) and followed by the
 /// bot's available presence with the configured show and status.
-#[tokio::test]
-async fn a_subscription_is_approved_then_the_bot_is_available() {
-    let Some(stack) = Stack::start(Reply::echo, PRESENCE_CONFIG).await else {
+async fn a_subscription_is_approved_then_the_bot_is_available(kind: ServerKind) {
+    let Some(stack) = Stack::start(kind, Reply::echo, PRESENCE_CONFIG).await else {
         return;
     };
     let mut user = stack.client("user1").await;
-    // Like any roster-using client: Prosody only forwards subscription state changes to
-    // resources that have fetched the roster.
+    // Like any roster-using client: servers forward subscription state changes only to
+    // resources that have fetched the roster (RFC 6121's interested resources).
     user.send_xml("<iq type='get' id='roster-1'><query xmlns='jabber:iq:roster'/></iq>")
         .await;
     user.recv_iq("roster-1").await;
@@ -74,12 +74,12 @@ async fn a_subscription_is_approved_then_the_bot_is_available() {
         "presence is not forwarded by default"
     );
 }
+on_both_servers!(a_subscription_is_approved_then_the_bot_is_available);
 
 /// A probe to a user JID or to the domain is answered with available presence from the
 /// addressed bare JID and the configured resource.
-#[tokio::test]
-async fn a_probe_is_answered_with_available_presence() {
-    let Some(stack) = Stack::start(Reply::echo, "resource = \"bot\"").await else {
+async fn a_probe_is_answered_with_available_presence(kind: ServerKind) {
+    let Some(stack) = Stack::start(kind, Reply::echo, "resource = \"bot\"").await else {
         return;
     };
     let mut user = stack.client("user1").await;
@@ -112,10 +112,10 @@ async fn a_probe_is_answered_with_available_presence() {
         );
     }
 }
+on_both_servers!(a_probe_is_answered_with_available_presence);
 
-#[tokio::test]
-async fn disco_info_describes_the_domain_and_its_users() {
-    let Some(stack) = Stack::start(Reply::echo, "").await else {
+async fn disco_info_describes_the_domain_and_its_users(kind: ServerKind) {
+    let Some(stack) = Stack::start(kind, Reply::echo, "").await else {
         return;
     };
     let mut user = stack.client("user1").await;
@@ -160,10 +160,10 @@ async fn disco_info_describes_the_domain_and_its_users() {
         "answered without the hook"
     );
 }
+on_both_servers!(disco_info_describes_the_domain_and_its_users);
 
-#[tokio::test]
-async fn disco_items_is_empty() {
-    let Some(stack) = Stack::start(Reply::echo, "").await else {
+async fn disco_items_is_empty(kind: ServerKind) {
+    let Some(stack) = Stack::start(kind, Reply::echo, "").await else {
         return;
     };
     let mut user = stack.client("user1").await;
@@ -183,10 +183,10 @@ async fn disco_items_is_empty() {
         .unwrap_or_else(|| panic!("a disco#items query: {}", to_xml(&answer)));
     assert_eq!(query.children().count(), 0, "{}", to_xml(&answer));
 }
+on_both_servers!(disco_items_is_empty);
 
-#[tokio::test]
-async fn ping_is_answered_for_the_domain_and_user_jids() {
-    let Some(stack) = Stack::start(Reply::echo, "").await else {
+async fn ping_is_answered_for_the_domain_and_user_jids(kind: ServerKind) {
+    let Some(stack) = Stack::start(kind, Reply::echo, "").await else {
         return;
     };
     let mut user = stack.client("user1").await;
@@ -208,10 +208,10 @@ async fn ping_is_answered_for_the_domain_and_user_jids() {
         assert_eq!(answer.attr("from"), Some(to));
     }
 }
+on_both_servers!(ping_is_answered_for_the_domain_and_user_jids);
 
-#[tokio::test]
-async fn version_is_answered() {
-    let Some(stack) = Stack::start(Reply::echo, "").await else {
+async fn version_is_answered(kind: ServerKind) {
+    let Some(stack) = Stack::start(kind, Reply::echo, "").await else {
         return;
     };
     let mut user = stack.client("user1").await;
@@ -234,10 +234,10 @@ async fn version_is_answered() {
     assert!(!name.is_empty(), "a name: {}", to_xml(&answer));
     assert!(!version.is_empty(), "a version: {}", to_xml(&answer));
 }
+on_both_servers!(version_is_answered);
 
-#[tokio::test]
-async fn other_iqs_are_service_unavailable_when_iq_is_not_forwarded() {
-    let Some(stack) = Stack::start(Reply::echo, "").await else {
+async fn other_iqs_are_service_unavailable_when_iq_is_not_forwarded(kind: ServerKind) {
+    let Some(stack) = Stack::start(kind, Reply::echo, "").await else {
         return;
     };
     let mut user = stack.client("user1").await;
@@ -263,10 +263,10 @@ async fn other_iqs_are_service_unavailable_when_iq_is_not_forwarded() {
         "iq is not forwarded by default"
     );
 }
+on_both_servers!(other_iqs_are_service_unavailable_when_iq_is_not_forwarded);
 
-#[tokio::test]
-async fn messages_are_service_unavailable_when_message_is_not_forwarded() {
-    let Some(stack) = Stack::start(Reply::echo, "stanzas = [\"iq\"]").await else {
+async fn messages_are_service_unavailable_when_message_is_not_forwarded(kind: ServerKind) {
+    let Some(stack) = Stack::start(kind, Reply::echo, "stanzas = [\"iq\"]").await else {
         return;
     };
     let mut user = stack.client("user1").await;
@@ -283,3 +283,4 @@ async fn messages_are_service_unavailable_when_message_is_not_forwarded() {
     assert_eq!(reply.attr("id"), Some("nofwd-1"));
     assert!(stack.hook.requests().is_empty(), "message is not forwarded");
 }
+on_both_servers!(messages_are_service_unavailable_when_message_is_not_forwarded);

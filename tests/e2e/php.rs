@@ -4,13 +4,13 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use crate::harness::ServerKind;
 use crate::harness::{
-    Bridge, ChildGuard, Prosody, body, free_ports, port_open, require_tool, wait_until,
+    Bridge, ChildGuard, Server, body, free_ports, port_open, require_tool, wait_until,
 };
 
-#[tokio::test]
-async fn the_php_echo_bot_works_unmodified() {
-    if !require_tool("prosody", "prosody") || !require_tool("php", "php-cli") {
+async fn the_php_echo_bot_works_unmodified(kind: ServerKind) {
+    if !kind.require() || !require_tool("php", "php-cli") {
         return;
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/echo-bot.php");
@@ -31,9 +31,9 @@ async fn the_php_echo_bot_works_unmodified() {
         "php -S did not listen on 127.0.0.1:{port}"
     );
 
-    let prosody = Prosody::start().await;
-    let _bridge = Bridge::start(&prosody, &format!("http://127.0.0.1:{port}/"), "").await;
-    let mut user = prosody.client("user1").await;
+    let server = Server::start(kind).await;
+    let _bridge = Bridge::start(&server, &format!("http://127.0.0.1:{port}/"), "").await;
+    let mut user = server.client("user1").await;
 
     let reply = user.chat("echo@bot.localhost", "php-1", "hi").await;
 
@@ -44,3 +44,4 @@ async fn the_php_echo_bot_works_unmodified() {
     let reply = user.chat("bot.localhost", "php-2", "<&> 😀 שלום").await;
     assert_eq!(body(&reply).as_deref(), Some("Did you say <&> 😀 שלום?"));
 }
+on_both_servers!(the_php_echo_bot_works_unmodified);

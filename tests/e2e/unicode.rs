@@ -4,6 +4,7 @@
 
 use serde_json::json;
 
+use crate::harness::ServerKind;
 use crate::harness::{Reply, Request, Stack, body, echo_text};
 
 const TEXTS: &[&str] = &[
@@ -16,9 +17,8 @@ const TEXTS: &[&str] = &[
     "line one\nline two\ttabbed",
 ];
 
-#[tokio::test]
-async fn special_characters_and_unicode_survive_both_ways() {
-    let Some(stack) = Stack::start(Reply::echo, "").await else {
+async fn special_characters_and_unicode_survive_both_ways(kind: ServerKind) {
+    let Some(stack) = Stack::start(kind, Reply::echo, "").await else {
         return;
     };
     let mut user = stack.client("user1").await;
@@ -36,10 +36,10 @@ async fn special_characters_and_unicode_survive_both_ways() {
         assert_eq!(body(&reply), Some(echo_text(text)), "what came back");
     }
 }
+on_both_servers!(special_characters_and_unicode_survive_both_ways);
 
-#[tokio::test]
-async fn special_characters_in_a_stanza_field_reach_the_user() {
-    let Some(stack) = Stack::start(
+async fn special_characters_in_a_stanza_field_reach_the_user(kind: ServerKind) {
+    let Some(stack) = Stack::start(kind,
         |_: &Request| {
             Reply::json(json!({
                 "stanza": "<message type='chat'><body>&lt;tag&gt; &amp; &quot;quotes&quot; &apos;apostrophes&apos; 😀 שלום</body></message>"
@@ -60,3 +60,4 @@ async fn special_characters_in_a_stanza_field_reach_the_user() {
         Some("<tag> & \"quotes\" 'apostrophes' 😀 שלום")
     );
 }
+on_both_servers!(special_characters_in_a_stanza_field_reach_the_user);

@@ -1,12 +1,12 @@
 //! Delivery that survives a hook outage, a crash of the bridge and a flood (README, "Delivery"),
-//! with many real users talking through Prosody at once. Every user sends numbered messages
+//! with many real users talking through the server at once. Every user sends numbered messages
 //! (`senderN-SEQ`) to the echo bot; the hook records each call with its `webhook-id`.
 //!
 //! - The hook is down (nothing listens on its port) for 30 s while 5,000 messages arrive: once
 //!   it is back, each is delivered exactly once, in order per sender, and answered.
 //! - The bridge is SIGKILLed in the middle of 10,000 messages and started again on the same
 //!   queue: what it had stored is delivered after the restart, under the same `webhook-id`, in
-//!   order; every other message was bounced by Prosody while the bridge was away, or was still
+//!   order; every other message was bounced by the server while the bridge was away, or was still
 //!   in flight, unstored, when it died (a contiguous run per sender, right at the kill).
 //! - The queue is full: what does not fit is refused at once with `wait/resource-constraint`,
 //!   memory stays flat, and what was taken is delivered when the hook is back.
@@ -23,10 +23,10 @@ use component_http::queue::Backend;
 use component_http::queue::redb::{FILE_NAME, RedbQueue};
 use tokio_xmpp::minidom::Element;
 
+use crate::harness::ServerKind;
 use crate::harness::{
-    Bridge, ClosedPort, Hook, Prosody, Reply, Request, StanzaErrorInfo, XmppClient, body,
-    echo_text, from_component, hook_url, parse_stanza_xml, require_tool, stanza_error, to_xml,
-    wait_until,
+    Bridge, ClosedPort, Hook, Reply, Request, Server, StanzaErrorInfo, XmppClient, body, echo_text,
+    from_component, hook_url, parse_stanza_xml, stanza_error, to_xml, wait_until,
 };
 
 /// Every sender talks to this JID: one conversation per sender.
@@ -52,11 +52,11 @@ struct Sender {
 }
 
 impl Sender {
-    async fn connect(prosody: &Prosody, index: usize, padding: usize) -> Sender {
+    async fn connect(server: &Server, index: usize, padding: usize) -> Sender {
         let name = format!("sender{index}");
         let password = format!("throwaway-{name}");
-        prosody.register(&name, &password);
-        let client = prosody.client_as(&name, &password).await;
+        server.register(&name, &password).await;
+        let client = server.client_as(&name, &password).await;
         Sender {
             name,
             client,
@@ -156,13 +156,13 @@ const POLL_CLIENT: Duration = Duration::from_millis(100);
 
 /// `count` senders, logged in a few at a time (a login's SCRAM work is CPU-bound, and each
 /// login must finish within its own deadline).
-async fn connect_senders(prosody: &Prosody, count: usize, padding: usize) -> Vec<Sender> {
+async fn connect_senders(server: &Server, count: usize, padding: usize) -> Vec<Sender> {
     let started = Instant::now();
     let mut senders = Vec::with_capacity(count);
     for first in (0..count).step_by(LOGINS_AT_ONCE) {
         let batch = first..count.min(first + LOGINS_AT_ONCE);
         senders.extend(
-            futures::future::join_all(batch.map(|i| Sender::connect(prosody, i, padding))).await,
+            futures::future::join_all(batch.map(|i| Sender::connect(server, i, padding))).await,
         );
     }
     eprintln!("{count} users logged in in {:?}", started.elapsed());
@@ -329,15 +329,14 @@ const OUTAGE_PER_SENDER: u32 = 100;
 /// From the hook's return until every sender has all its echoes.
 const CATCH_UP: Duration = Duration::from_secs(90);
 
-#[tokio::test]
-async fn a_hook_down_for_30_s_gets_each_of_5000_messages_once_and_in_order() {
-    if !require_tool("prosody", "prosody") {
+async fn a_hook_down_for_30_s_gets_each_of_5000_messages_once_and_in_order(kind: ServerKind) {
+    if !kind.require() {
         return;
     }
-    let (prosody, hook_port, _bridge) = hook_down("retry_max_interval = \"2s\"").await;
+    let (server, hook_port, _bridge) = hook_down(kind, "retry_max_interval = \"2s\"").await;
     // The outage counts from here: the bridge is up, the hook is not.
     let down_since = Instant::now();
-    let senders = connect_senders(&prosody, OUTAGE_SENDERS, 0).await;
+    let senders = connect_senders(&server, OUTAGE_SENDERS, 0).await;
     let senders = in_parallel(senders, move |mut sender| async move {
         for seq in 0..OUTAGE_PER_SENDER {
             sender.send(seq).await;
@@ -451,6 +450,7 @@ async fn a_hook_down_for_30_s_gets_each_of_5000_messages_once_and_in_order() {
         "delivered out of order: {disordered:#?}"
     );
 }
+on_both_servers!(a_hook_down_for_30_s_gets_each_of_5000_messages_once_and_in_order);
 
 // ---------------------------------------------------------------------------------------------
 // (b) The bridge is killed in the middle of 10,000 messages
@@ -467,15 +467,16 @@ const KILL_AFTER: usize = 3_000;
 /// After the kill, the hook has seen every call of the killed process once none came for this.
 const QUIET: Duration = Duration::from_millis(300);
 
-#[tokio::test]
-async fn a_bridge_killed_amid_10000_messages_delivers_what_it_had_stored_after_a_restart() {
-    if !require_tool("prosody", "prosody") {
+async fn a_bridge_killed_amid_10000_messages_delivers_what_it_had_stored_after_a_restart(
+    kind: ServerKind,
+) {
+    if !kind.require() {
         return;
     }
-    let prosody = Prosody::start().await;
+    let server = Server::start(kind).await;
     let hook = Hook::start(|request| Reply::echo(request).delay(CRASH_HOOK_DELAY)).await;
-    let mut bridge = Bridge::start(&prosody, &hook.url(), "").await;
-    let senders = connect_senders(&prosody, CRASH_SENDERS, 0).await;
+    let mut bridge = Bridge::start(&server, &hook.url(), "").await;
+    let senders = connect_senders(&server, CRASH_SENDERS, 0).await;
 
     let started = Instant::now();
     let tasks: Vec<_> = senders
@@ -522,7 +523,7 @@ async fn a_bridge_killed_amid_10000_messages_delivers_what_it_had_stored_after_a
         }
         seen_before_restart = now;
     }
-    bridge.restart(&prosody).await;
+    bridge.restart(&server).await;
     let restarted_at = started.elapsed();
     let mut senders = join_senders(tasks).await;
     let sending_took = started.elapsed();
@@ -683,7 +684,7 @@ async fn a_bridge_killed_amid_10000_messages_delivers_what_it_had_stored_after_a
         );
     }
 
-    // Every message sent was delivered, or bounced by Prosody while no component was
+    // Every message sent was delivered, or bounced by the server while no component was
     // connected, or never stored: still on its way through the sockets, or read but not yet
     // committed, when the process died (XEP-0114 has no acknowledgements). Per sender: delivered
     // ones, then unstored ones, then bounced ones, then delivered ones again; never a gap among
@@ -706,7 +707,7 @@ async fn a_bridge_killed_amid_10000_messages_delivers_what_it_had_stored_after_a
             });
             if let Some((error, _)) = error
                 && (error.type_.as_str(), error.condition.as_str())
-                    != ("wait", "remote-server-timeout")
+                    != kind.component_unavailable_error()
             {
                 wrong.push(format!("{}-{seq}: bounced with {error:?}", sender.name));
             }
@@ -755,7 +756,7 @@ async fn a_bridge_killed_amid_10000_messages_delivers_what_it_had_stored_after_a
     eprintln!(
         "killed at {killed_at:?} after {seen_before_kill} calls ({} in flight), {} stored then ({backlog} not yet posted); \
          back at {restarted_at:?}; all sent at {sending_took:?}, settled at {settled_at:?}; \
-         {} calls, {} messages delivered, {bounced} bounced by Prosody, {lost} never stored, \
+         {} calls, {} messages delivered, {bounced} bounced by {kind}, {lost} never stored, \
          {replies_lost} echoes lost with the killed process",
         in_flight.len(),
         stored.len(),
@@ -763,6 +764,7 @@ async fn a_bridge_killed_amid_10000_messages_delivers_what_it_had_stored_after_a
         by_message.len(),
     );
 }
+on_both_servers!(a_bridge_killed_amid_10000_messages_delivers_what_it_had_stored_after_a_restart);
 
 /// `D*L*B*D*`: delivered, never stored (lost at the kill), bounced while down, delivered again.
 fn well_formed(pattern: &str) -> bool {
@@ -792,16 +794,16 @@ const FULL_PADDING: usize = 7 * 1024;
 const PROMPTLY: Duration = Duration::from_secs(15);
 const RSS_GROWTH_MAX: u64 = 20 * 1024 * 1024;
 
-#[tokio::test]
-async fn a_full_queue_refuses_at_once_stays_flat_and_delivers_what_it_took() {
-    if !require_tool("prosody", "prosody") {
+async fn a_full_queue_refuses_at_once_stays_flat_and_delivers_what_it_took(kind: ServerKind) {
+    if !kind.require() {
         return;
     }
-    let (prosody, hook_port, bridge) = hook_down(&format!(
-        "queue_max_stanzas = {FULL_MAX_STANZAS}\nretry_max_interval = \"1s\""
-    ))
+    let (server, hook_port, bridge) = hook_down(
+        kind,
+        &format!("queue_max_stanzas = {FULL_MAX_STANZAS}\nretry_max_interval = \"1s\""),
+    )
     .await;
-    let mut senders = connect_senders(&prosody, FULL_SENDERS, FULL_PADDING).await;
+    let mut senders = connect_senders(&server, FULL_SENDERS, FULL_PADDING).await;
     let total = FULL_SENDERS * FULL_PER_SENDER as usize;
     let errors = |senders: &[Sender]| senders.iter().map(|s| s.errors.len()).sum::<usize>();
 
@@ -903,12 +905,13 @@ async fn a_full_queue_refuses_at_once_stays_flat_and_delivers_what_it_took() {
         );
     }
 }
+on_both_servers!(a_full_queue_refuses_at_once_stays_flat_and_delivers_what_it_took);
 
-/// A Prosody and a bridge (with `extra` configuration) whose hook is down: nothing listens on
+/// A server and a bridge (with `extra` configuration) whose hook is down: nothing listens on
 /// its port, so every call is refused until [`Hook::start_on`] starts it there.
-async fn hook_down(extra: &str) -> (Prosody, ClosedPort, Bridge) {
-    let prosody = Prosody::start().await;
+async fn hook_down(kind: ServerKind, extra: &str) -> (Server, ClosedPort, Bridge) {
+    let server = Server::start(kind).await;
     let hook_port = ClosedPort::new();
-    let bridge = Bridge::start(&prosody, &hook_url(hook_port.port), extra).await;
-    (prosody, hook_port, bridge)
+    let bridge = Bridge::start(&server, &hook_url(hook_port.port), extra).await;
+    (server, hook_port, bridge)
 }

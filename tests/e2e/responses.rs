@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::harness::ServerKind;
 use crate::harness::{Reply, Request, Stack, body, stanza_error, to_xml};
 
 /// Bodies starting with `marker` are echoed (see `assert_nothing_before_marker`).
@@ -18,9 +19,8 @@ fn marker_or(request: &Request, otherwise: impl FnOnce(&str) -> Reply) -> Reply 
     }
 }
 
-#[tokio::test]
-async fn a_stanza_field_is_sent_with_missing_addresses_filled_in() {
-    let Some(stack) = Stack::start(
+async fn a_stanza_field_is_sent_with_missing_addresses_filled_in(kind: ServerKind) {
+    let Some(stack) = Stack::start(kind,
         |request: &Request| {
             marker_or(request, |text| match text {
                 "headline" => Reply::json(json!({
@@ -73,10 +73,11 @@ async fn a_stanza_field_is_sent_with_missing_addresses_filled_in() {
     user.assert_nothing_before_marker("echo@bot.localhost", "a stanza field with a foreign from")
         .await;
 }
+on_both_servers!(a_stanza_field_is_sent_with_missing_addresses_filled_in);
 
-#[tokio::test]
-async fn an_xmpp_xml_answer_is_the_reply() {
+async fn an_xmpp_xml_answer_is_the_reply(kind: ServerKind) {
     let Some(stack) = Stack::start(
+        kind,
         |_: &Request| {
             Reply::status(200)
                 .content_type("application/xmpp+xml")
@@ -96,11 +97,11 @@ async fn an_xmpp_xml_answer_is_the_reply() {
     assert_eq!(reply.attr("from"), Some("echo@bot.localhost"));
     assert_eq!(reply.attr("to"), Some(user.jid.to_string().as_str()));
 }
+on_both_servers!(an_xmpp_xml_answer_is_the_reply);
 
 /// 202, 204, an empty or `{}` JSON body, invalid JSON, a 200 that is not JSON: no reply to a
 /// message, and the conversation goes on.
-#[tokio::test]
-async fn answers_without_a_usable_reply_send_nothing_for_messages() {
+async fn answers_without_a_usable_reply_send_nothing_for_messages(kind: ServerKind) {
     let cases = [
         "202",
         "204",
@@ -110,6 +111,7 @@ async fn answers_without_a_usable_reply_send_nothing_for_messages() {
         "html",
     ];
     let Some(stack) = Stack::start(
+        kind,
         |request: &Request| {
             marker_or(request, |text| match text {
                 "202" => Reply::status(202),
@@ -149,12 +151,13 @@ async fn answers_without_a_usable_reply_send_nothing_for_messages() {
         "every message was posted"
     );
 }
+on_both_servers!(answers_without_a_usable_reply_send_nothing_for_messages);
 
 /// With iq forwarded: `kind = "iq"` is a result to the original iq, 204 an empty result at once,
 /// invalid JSON an internal-server-error, and 202 without a later answer a timeout.
-#[tokio::test]
-async fn forwarded_iqs_get_a_result_or_an_error() {
+async fn forwarded_iqs_get_a_result_or_an_error(kind: ServerKind) {
     let Some(stack) = Stack::start(
+        kind,
         |request: &Request| match request.json["id"].as_str() {
             Some("iq-kind") => Reply::json(json!({ "kind": "iq" })),
             Some("iq-204") => Reply::status(204),
@@ -216,12 +219,13 @@ async fn forwarded_iqs_get_a_result_or_an_error() {
         sent.elapsed()
     );
 }
+on_both_servers!(forwarded_iqs_get_a_result_or_an_error);
 
 /// A stanza of type `error` is never answered, neither with the hook's reply nor with an error
 /// for the hook's failure; nor is an iq result.
-#[tokio::test]
-async fn error_stanzas_are_never_answered() {
+async fn error_stanzas_are_never_answered(kind: ServerKind) {
     let Some(stack) = Stack::start(
+        kind,
         |request: &Request| {
             marker_or(request, |_| match request.json["id"].as_str() {
                 Some("err-500") => Reply::status(500),
@@ -271,3 +275,4 @@ async fn error_stanzas_are_never_answered() {
         "iq result/error were answered: {answered:?}"
     );
 }
+on_both_servers!(error_stanzas_are_never_answered);

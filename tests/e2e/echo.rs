@@ -4,11 +4,11 @@
 
 use serde_json::json;
 
+use crate::harness::ServerKind;
 use crate::harness::{Reply, Request, Stack, body, echo_text};
 
-#[tokio::test]
-async fn a_chat_message_comes_back_from_the_echo_bot() {
-    let Some(stack) = Stack::start(Reply::echo, "").await else {
+async fn a_chat_message_comes_back_from_the_echo_bot(kind: ServerKind) {
+    let Some(stack) = Stack::start(kind, Reply::echo, "").await else {
         return;
     };
     let mut user = stack.client("user1").await;
@@ -26,16 +26,17 @@ async fn a_chat_message_comes_back_from_the_echo_bot() {
     );
     assert_eq!(stack.hook.requests().len(), 1, "one message, one POST");
 }
+on_both_servers!(a_chat_message_comes_back_from_the_echo_bot);
 
 /// `application/json` with parameters, in any case, and `application/*+json` are JSON too.
-#[tokio::test]
-async fn json_media_types_with_parameters_are_understood() {
+async fn json_media_types_with_parameters_are_understood(kind: ServerKind) {
     let content_type = |body: &str| match body {
         "one" => "application/json; charset=utf-8",
         "two" => "Application/JSON;Charset=UTF-8",
         _ => "application/vnd.example+json",
     };
     let Some(stack) = Stack::start(
+        kind,
         move |request: &Request| {
             let said = request.json["body"].as_str().unwrap_or("");
             Reply::status(200)
@@ -61,12 +62,12 @@ async fn json_media_types_with_parameters_are_understood() {
         assert_eq!(reply.attr("type"), Some("chat"));
     }
 }
+on_both_servers!(json_media_types_with_parameters_are_understood);
 
 /// The domain itself, a bare JID and a full JID of the domain are all served; the reply comes
 /// from exactly the address the user wrote to, and the hook sees that address as `to`.
-#[tokio::test]
-async fn the_domain_bare_and_full_jids_are_all_answered_from_the_addressed_jid() {
-    let Some(stack) = Stack::start(Reply::echo, "").await else {
+async fn the_domain_bare_and_full_jids_are_all_answered_from_the_addressed_jid(kind: ServerKind) {
+    let Some(stack) = Stack::start(kind, Reply::echo, "").await else {
         return;
     };
     let mut user = stack.client("user1").await;
@@ -99,3 +100,4 @@ async fn the_domain_bare_and_full_jids_are_all_answered_from_the_addressed_jid()
     assert_eq!(reply.attr("from"), Some("other@bot.localhost"));
     assert_eq!(reply.attr("type"), Some("chat"));
 }
+on_both_servers!(the_domain_bare_and_full_jids_are_all_answered_from_the_addressed_jid);

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::harness::ServerKind;
 use crate::harness::{
     BOUNCE_AT_ONCE, ClosedPort, Reply, Request, Stack, StanzaErrorInfo, stanza_error, to_xml,
 };
@@ -112,9 +113,9 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-#[tokio::test]
-async fn hook_failures_become_the_stanza_errors_of_the_table() {
+async fn hook_failures_become_the_stanza_errors_of_the_table(kind: ServerKind) {
     let Some(stack) = Stack::start(
+        kind,
         |request: &Request| {
             let trigger = request.json["body"].as_str().unwrap_or("");
             cases()
@@ -168,6 +169,7 @@ async fn hook_failures_become_the_stanza_errors_of_the_table() {
         wrong.join("\n")
     );
 }
+on_both_servers!(hook_failures_become_the_stanza_errors_of_the_table);
 
 fn by_is_the_component(error: &StanzaErrorInfo) -> bool {
     error.by.as_deref().is_some_and(|by| {
@@ -177,21 +179,20 @@ fn by_is_the_component(error: &StanzaErrorInfo) -> bool {
     })
 }
 
-#[tokio::test]
-async fn an_unreachable_hook_is_a_connection_failure() {
-    if !crate::harness::require_tool("prosody", "prosody") {
+async fn an_unreachable_hook_is_a_connection_failure(kind: ServerKind) {
+    if !kind.require() {
         return;
     }
-    let prosody = crate::harness::Prosody::start().await;
+    let server = crate::harness::Server::start(kind).await;
     // Nothing listens there, and no other test can take the port while this one runs.
     let closed = ClosedPort::new();
     let _bridge = crate::harness::Bridge::start(
-        &prosody,
+        &server,
         &format!("http://127.0.0.1:{}/hook", closed.port),
         BOUNCE_AT_ONCE,
     )
     .await;
-    let mut user = prosody.client("user1").await;
+    let mut user = server.client("user1").await;
 
     let reply = user
         .chat("echo@bot.localhost", "refused-1", "anyone?")
@@ -215,10 +216,11 @@ async fn an_unreachable_hook_is_a_connection_failure() {
     assert_eq!(reply.attr("id"), Some("refused-1"));
     assert_eq!(reply.attr("from"), Some("echo@bot.localhost"));
 }
+on_both_servers!(an_unreachable_hook_is_a_connection_failure);
 
-#[tokio::test]
-async fn a_hook_slower_than_the_timeout_is_a_timeout() {
+async fn a_hook_slower_than_the_timeout_is_a_timeout(kind: ServerKind) {
     let Some(stack) = Stack::start(
+        kind,
         |request: &Request| Reply::echo(request).delay(Duration::from_secs(4)),
         &format!("{BOUNCE_AT_ONCE}\n[webhook]\ntimeout = \"1s\""),
     )
@@ -244,3 +246,4 @@ async fn a_hook_slower_than_the_timeout_is_a_timeout() {
         to_xml(&reply)
     );
 }
+on_both_servers!(a_hook_slower_than_the_timeout_is_a_timeout);

@@ -1,25 +1,25 @@
-//! The bridge survives its server: Prosody is killed (SIGKILL, no goodbye) and started again on
-//! the same ports; the same bridge process reconnects and delivers again within 5 seconds of
-//! Prosody accepting connections.
+//! The bridge survives its server: the server is killed (SIGKILL, no goodbye) and started again
+//! on the same ports; the same bridge process reconnects and delivers again within 5 seconds of
+//! the server accepting connections.
 
 use std::time::Duration;
 
+use crate::harness::ServerKind;
 use crate::harness::{Reply, Stack, body, echo_text, from_component};
 
 const BACK_WITHIN: Duration = Duration::from_secs(5);
 
-#[tokio::test]
-async fn the_bridge_is_back_within_five_seconds_after_prosody_is_killed() {
-    let Some(mut stack) = Stack::start(Reply::echo, "").await else {
+async fn the_bridge_is_back_within_five_seconds_after_the_server_is_killed(kind: ServerKind) {
+    let Some(mut stack) = Stack::start(kind, Reply::echo, "").await else {
         return;
     };
     let mut user = stack.client("user1").await;
     let reply = user.chat("echo@bot.localhost", "before", "before").await;
     assert_eq!(body(&reply), Some(echo_text("before")));
     user.close().await;
-    let logins = stack.prosody.component_logins();
+    let logins = stack.server.component_logins();
 
-    let accepting = stack.prosody.kill_and_restart().await;
+    let accepting = stack.server.kill_and_restart().await;
 
     let mut user = stack.client("user1").await;
     let mut attempt = 0;
@@ -32,7 +32,8 @@ async fn the_bridge_is_back_within_five_seconds_after_prosody_is_killed() {
             "<message to='echo@bot.localhost' type='chat' id='{id}'><body>{text}</body></message>"
         ))
         .await;
-        // Either the echo, or Prosody's error while the component is not connected yet.
+        // Either the echo, or the server's error while the component is not connected yet
+        // (which error differs: `ServerKind::component_unavailable_error`).
         let answer = user
             .try_recv_where("an answer", Duration::from_secs(1), |e| {
                 e.name() == "message" && from_component(e) && e.attr("id") == Some(id.as_str())
@@ -46,7 +47,7 @@ async fn the_bridge_is_back_within_five_seconds_after_prosody_is_killed() {
         }
         assert!(
             accepting.elapsed() < BACK_WITHIN,
-            "no echo within {BACK_WITHIN:?} of Prosody accepting connections again; last answer: {last}"
+            "no echo within {BACK_WITHIN:?} of {kind} accepting connections again; last answer: {last}"
         );
         if answer.is_some() {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -54,13 +55,14 @@ async fn the_bridge_is_back_within_five_seconds_after_prosody_is_killed() {
     }
     let elapsed = accepting.elapsed();
     eprintln!(
-        "delivering again {elapsed:?} after Prosody accepted connections ({attempt} attempt(s))"
+        "delivering again {elapsed:?} after {kind} accepted connections ({attempt} attempt(s))"
     );
     assert!(elapsed < BACK_WITHIN, "delivering again after {elapsed:?}");
     assert!(stack.bridge.is_running(), "the same bridge process");
     assert_eq!(
-        stack.prosody.component_logins(),
+        stack.server.component_logins(),
         logins + 1,
         "the bridge logged in again exactly once"
     );
 }
+on_both_servers!(the_bridge_is_back_within_five_seconds_after_the_server_is_killed);

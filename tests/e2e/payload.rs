@@ -5,6 +5,7 @@
 
 use tokio_xmpp::minidom::Element;
 
+use crate::harness::ServerKind;
 use crate::harness::{Reply, Request, Stack, parse_stanza_xml};
 
 const EXTRA_NS: &str = "urn:example:extra";
@@ -39,9 +40,8 @@ fn parsed_stanza(request: &Request) -> Element {
     )
 }
 
-#[tokio::test]
-async fn a_message_is_posted_as_mod_component_http_json() {
-    let Some(stack) = Stack::start(Reply::echo, "").await else {
+async fn a_message_is_posted_as_mod_component_http_json(kind: ServerKind) {
+    let Some(stack) = Stack::start(kind, Reply::echo, "").await else {
         return;
     };
     let mut user = stack.client("user1").await;
@@ -98,10 +98,11 @@ async fn a_message_is_posted_as_mod_component_http_json() {
         .unwrap_or_else(|| panic!("the payload keeps its namespace: {}", json["stanza"]));
     assert_eq!(extra.text(), "extra & data");
 }
+on_both_servers!(a_message_is_posted_as_mod_component_http_json);
 
-#[tokio::test]
-async fn presence_iq_and_bodyless_messages_are_posted_with_their_kind() {
+async fn presence_iq_and_bodyless_messages_are_posted_with_their_kind(kind: ServerKind) {
     let Some(stack) = Stack::start(
+        kind,
         |_: &Request| Reply::status(204),
         "stanzas = [\"message\", \"presence\", \"iq\"]",
     )
@@ -178,3 +179,4 @@ async fn presence_iq_and_bodyless_messages_are_posted_with_their_kind() {
         iq.json["stanza"]
     );
 }
+on_both_servers!(presence_iq_and_bodyless_messages_are_posted_with_their_kind);

@@ -1,6 +1,6 @@
 //! The example hooks of `examples/hooks/` (README, "Signed calls"), each built and started the
 //! way `examples/hooks/README.md` says, with a throwaway `whsec_` secret: a real user's message
-//! reaches the hook through Prosody and the bridge signing with the same secret, and the hook's
+//! reaches the hook through the server and the bridge signing with the same secret, and the hook's
 //! echo comes back. A bridge that signs with another secret is refused with `401`, which the user
 //! sees as `auth/not-authorized` with the hook's text (README, "How the response becomes the
 //! reply", rule 5).
@@ -18,8 +18,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
+use crate::harness::ServerKind;
 use crate::harness::{
-    Bridge, ChildGuard, Prosody, body, require, require_tool, stanza_error, to_xml,
+    Bridge, ChildGuard, Server, body, require, require_tool, stanza_error, to_xml,
 };
 
 /// The bot the user writes to.
@@ -240,9 +241,9 @@ fn signing(secret: &str) -> String {
 
 /// The user says [`SAID`] to the bot through a bridge signing with the hook's own secret, and
 /// gets the hook's echo.
-async fn assert_echoes(hook: ExampleHook, prosody: Prosody, secret: &str, id: &str) {
-    let _bridge = Bridge::start(&prosody, &hook.url(), &signing(secret)).await;
-    let mut user = prosody.client("user1").await;
+async fn assert_echoes(hook: ExampleHook, server: Server, secret: &str, id: &str) {
+    let _bridge = Bridge::start(&server, &hook.url(), &signing(secret)).await;
+    let mut user = server.client("user1").await;
 
     let reply = user.chat(BOT, id, SAID).await;
 
@@ -259,48 +260,46 @@ async fn assert_echoes(hook: ExampleHook, prosody: Prosody, secret: &str, id: &s
     user.close().await;
 }
 
-#[tokio::test]
-async fn the_python_flask_hook_verifies_the_signature_and_echoes() {
-    if !require_tool("prosody", "prosody") || !require_python_hook() {
+async fn the_python_flask_hook_verifies_the_signature_and_echoes(kind: ServerKind) {
+    if !kind.require() || !require_python_hook() {
         return;
     }
     let secret = secret("python");
-    let (hook, prosody) = tokio::join!(ExampleHook::python(&secret), Prosody::start());
-    assert_echoes(hook, prosody, &secret, "flask-1").await;
+    let (hook, server) = tokio::join!(ExampleHook::python(&secret), Server::start(kind));
+    assert_echoes(hook, server, &secret, "flask-1").await;
 }
+on_both_servers!(the_python_flask_hook_verifies_the_signature_and_echoes);
 
-#[tokio::test]
-async fn the_node_express_hook_verifies_the_signature_and_echoes() {
-    if !require_tool("prosody", "prosody")
-        || !require_tool("node", "nodejs")
-        || !require_tool("npm", "npm")
-    {
+async fn the_node_express_hook_verifies_the_signature_and_echoes(kind: ServerKind) {
+    if !kind.require() || !require_tool("node", "nodejs") || !require_tool("npm", "npm") {
         return;
     }
     let secret = secret("node");
-    let (hook, prosody) = tokio::join!(ExampleHook::node(&secret), Prosody::start());
-    assert_echoes(hook, prosody, &secret, "express-1").await;
+    let (hook, server) = tokio::join!(ExampleHook::node(&secret), Server::start(kind));
+    assert_echoes(hook, server, &secret, "express-1").await;
 }
+on_both_servers!(the_node_express_hook_verifies_the_signature_and_echoes);
 
-#[tokio::test]
-async fn the_go_nethttp_hook_verifies_the_signature_and_echoes() {
-    if !require_tool("prosody", "prosody") || !require_tool("go", "golang-go") {
+async fn the_go_nethttp_hook_verifies_the_signature_and_echoes(kind: ServerKind) {
+    if !kind.require() || !require_tool("go", "golang-go") {
         return;
     }
     let secret = secret("go");
-    let (hook, prosody) = tokio::join!(ExampleHook::go(&secret), Prosody::start());
-    assert_echoes(hook, prosody, &secret, "nethttp-1").await;
+    let (hook, server) = tokio::join!(ExampleHook::go(&secret), Server::start(kind));
+    assert_echoes(hook, server, &secret, "nethttp-1").await;
 }
+on_both_servers!(the_go_nethttp_hook_verifies_the_signature_and_echoes);
 
-#[tokio::test]
-async fn a_call_signed_with_another_secret_is_refused_and_the_user_gets_not_authorized() {
-    if !require_tool("prosody", "prosody") || !require_python_hook() {
+async fn a_call_signed_with_another_secret_is_refused_and_the_user_gets_not_authorized(
+    kind: ServerKind,
+) {
+    if !kind.require() || !require_python_hook() {
         return;
     }
     let (hook_secret, bridge_secret) = (secret("hook's own"), secret("bridge's other"));
-    let (hook, prosody) = tokio::join!(ExampleHook::python(&hook_secret), Prosody::start());
-    let _bridge = Bridge::start(&prosody, &hook.url(), &signing(&bridge_secret)).await;
-    let mut user = prosody.client("user1").await;
+    let (hook, server) = tokio::join!(ExampleHook::python(&hook_secret), Server::start(kind));
+    let _bridge = Bridge::start(&server, &hook.url(), &signing(&bridge_secret)).await;
+    let mut user = server.client("user1").await;
 
     let reply = user.chat(BOT, "wrong-key-1", SAID).await;
 
@@ -325,3 +324,4 @@ async fn a_call_signed_with_another_secret_is_refused_and_the_user_gets_not_auth
     assert_eq!(error.by.as_deref(), Some("bot.localhost"), "{xml}");
     user.close().await;
 }
+on_both_servers!(a_call_signed_with_another_secret_is_refused_and_the_user_gets_not_authorized);
