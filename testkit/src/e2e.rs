@@ -385,6 +385,15 @@ impl Bridge {
     /// Starts the bridge against `server` with `hook_url`; `extra` is appended to the generated
     /// TOML. Returns once the server logged the component's successful authentication.
     pub async fn start(server: &Server, hook_url: &str, extra: &str) -> Bridge {
+        let logins_before = server.component_logins();
+        let mut bridge = Self::start_unchecked(server, hook_url, extra);
+        bridge.wait_logged_in(server, logins_before).await;
+        bridge
+    }
+
+    /// Starts the bridge like [`Self::start`] but returns at once, without waiting for the
+    /// server to accept it: for a bridge the server may refuse.
+    pub fn start_unchecked(server: &Server, hook_url: &str, extra: &str) -> Bridge {
         let dir = tempfile::Builder::new()
             .prefix("component-http-")
             .tempdir()
@@ -399,7 +408,7 @@ impl Bridge {
             child: ChildGuard { child: None },
             dir,
         };
-        bridge.spawn(server).await;
+        bridge.spawn_process();
         bridge
     }
 
@@ -422,6 +431,11 @@ impl Bridge {
 
     async fn spawn(&mut self, server: &Server) {
         let logins_before = server.component_logins();
+        self.spawn_process();
+        self.wait_logged_in(server, logins_before).await;
+    }
+
+    fn spawn_process(&mut self) {
         let log = std::fs::OpenOptions::new()
             .append(true)
             .open(self.log_path())
@@ -443,6 +457,10 @@ impl Bridge {
             .spawn()
             .expect("spawn component-http");
         self.child = ChildGuard::new(child);
+    }
+
+    /// Waits until the server has logged one more component login than `logins_before`.
+    async fn wait_logged_in(&mut self, server: &Server, logins_before: usize) {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             if server.component_logins() > logins_before {

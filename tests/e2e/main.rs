@@ -42,4 +42,5 @@ mod payload;
 mod php;
 mod reconnect;
 mod responses;
+mod second_component;
 mod unicode;
