@@ -104,11 +104,12 @@ pub fn chat_message(seq: u64, sender: usize, resource: &str) -> String {
     )
 }
 
-/// Pushes `load` through an accepted bridge and times each reply (matched by id).
-pub async fn drive(accepted: Accepted, load: Load) -> anyhow::Result<Measured> {
+/// Pushes `load` through an accepted bridge and times each reply (matched by id); gives the
+/// connection back for more, once every reply has come.
+pub async fn drive(accepted: Accepted, load: Load) -> anyhow::Result<(Measured, Accepted)> {
     let Accepted {
         mut read,
-        mut write,
+        write,
         mut codec,
     } = accepted;
     let started = Instant::now();
@@ -119,6 +120,7 @@ pub async fn drive(accepted: Accepted, load: Load) -> anyhow::Result<Measured> {
     let writer = {
         let sent_at = sent_at.clone();
         let window = window.clone();
+        let mut write = write;
         tokio::spawn(async move {
             let mut batch = String::new();
             let mut seq = 0;
@@ -183,15 +185,16 @@ pub async fn drive(accepted: Accepted, load: Load) -> anyhow::Result<Measured> {
         }
     }
     let elapsed = started.elapsed();
-    let _write = writer.await??;
-    Ok(Measured {
+    let write = writer.await??;
+    let measured = Measured {
         count: latencies.len(),
         errors,
         elapsed,
         latencies,
         cpu_seconds: None,
         peak_rss_kib: None,
-    })
+    };
+    Ok((measured, Accepted { read, write, codec }))
 }
 
 /// Pushes stanzas without waiting for replies until the bridge stops reading (TCP

@@ -17,6 +17,7 @@ mod soak;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::Parser;
 use tokio::net::TcpListener;
 
@@ -132,28 +133,17 @@ async fn main() -> anyhow::Result<()> {
             );
         }
     }
-    // A difference of a few percent is far inside this machine's run-to-run noise, so the two
-    // rows alternate three times and each shows its median run by CPU per stanza.
-    let mut runs: [Vec<Measured>; 2] = Default::default();
-    for _ in 0..3 {
-        for (scrape, measured) in [false, true].into_iter().zip(runs.iter_mut()) {
-            measured.push(scraped_row(&fast_hook, load, scrape).await?);
-        }
-    }
-    for (scrape, mut measured) in [false, true].into_iter().zip(runs) {
-        measured.sort_by(|a, b| cpu_per_stanza(a).total_cmp(&cpu_per_stanza(b)));
-        let measured = measured.swap_remove(1);
-        let scraping = if scrape {
-            "scraping /metrics every 100 ms"
-        } else {
-            "[api] on, no scraping"
-        };
+    let scraping = scrape_pair(&fast_hook, load).await?;
+    for (measured, what) in scraping
+        .into_iter()
+        .zip(["[api] on, no scraping", "scraping /metrics every 100 ms"])
+    {
         record(
             &mut rows,
             Row {
                 mode: "isolated",
                 name: format!(
-                    "bridge, ordering=conversation, queue=durable, fast hook, 100 senders, {scraping}"
+                    "bridge, ordering=conversation, queue=durable, fast hook, 100 senders, {what}"
                 ),
                 measured,
             },
@@ -266,7 +256,7 @@ async fn bridge_row(
     let accepted = isolated::accept_bridge(&listener).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = bridge.stats();
-    let mut measured = isolated::drive(accepted, load).await?;
+    let (mut measured, _) = isolated::drive(accepted, load).await?;
     let after = bridge.stats();
     measured.cpu_seconds = Some(after.cpu_seconds - before.cpu_seconds);
     measured.peak_rss_kib = Some(after.peak_rss_kib);
@@ -292,24 +282,48 @@ fn cpu_per_stanza(measured: &Measured) -> f64 {
     measured.cpu_seconds.unwrap_or(0.0) / measured.count.max(1) as f64
 }
 
-/// The fast-hook load with the API listening, scraped every 100 ms or not: what the metrics
-/// cost the hot path.
-async fn scraped_row(hook_url: &str, load: Load, scrape: bool) -> anyhow::Result<Measured> {
+/// The fast-hook load with the API listening, without and with `/metrics` scraped every 100 ms:
+/// what the metrics cost the hot path. A few percent is far inside this machine's run-to-run
+/// noise between processes, so both rows come from one bridge: the load runs in
+/// [`SCRAPE_WINDOWS`] windows, scraping in every other pair of them (off, on, on, off, …, so
+/// that a drift of the machine's speed during the run weighs on both rows alike), and each row
+/// sums its windows.
+async fn scrape_pair(hook_url: &str, load: Load) -> anyhow::Result<[Measured; 2]> {
     let (bridge, listener, address) = api_bridge(hook_url).await?;
-    let accepted = isolated::accept_bridge(&listener).await?;
+    let mut accepted = isolated::accept_bridge(&listener).await?;
     process::wait_listening(address).await?;
-    let scraper =
-        scrape.then(|| tokio::spawn(api::scrape_every(address, Duration::from_millis(100))));
-    let before = bridge.stats();
-    let mut measured = isolated::drive(accepted, load).await?;
-    let after = bridge.stats();
-    if let Some(scraper) = scraper {
-        scraper.abort();
+    // Each row gets three times the load of the other rows: CPU time is counted in 10 ms ticks.
+    let window = Load {
+        messages: (3 * load.messages / (SCRAPE_WINDOWS / 2)).max(1),
+        ..load
+    };
+    let mut rows: [Measured; 2] = Default::default();
+    for index in 0..SCRAPE_WINDOWS {
+        let scrape = matches!(index % 4, 1 | 2);
+        let scraper =
+            scrape.then(|| tokio::spawn(api::scrape_every(address, Duration::from_millis(100))));
+        let before = bridge.stats();
+        let (measured, connection) = isolated::drive(accepted, window).await?;
+        let after = bridge.stats();
+        accepted = connection;
+        if let Some(scraper) = scraper {
+            if scraper.is_finished() {
+                scraper.await?.context("scraping /metrics")?;
+            } else {
+                scraper.abort();
+            }
+        }
+        rows[usize::from(scrape)].add(
+            measured,
+            after.cpu_seconds - before.cpu_seconds,
+            after.peak_rss_kib,
+        );
     }
-    measured.cpu_seconds = Some(after.cpu_seconds - before.cpu_seconds);
-    measured.peak_rss_kib = Some(after.peak_rss_kib);
-    Ok(measured)
+    Ok(rows)
 }
+
+/// How many windows [`scrape_pair`] cuts the load into, half of them scraped.
+const SCRAPE_WINDOWS: usize = 16;
 
 /// Through a real Prosody: the trivial component's ceiling, then the bridge with each ordering.
 async fn e2e_rows(rows: &mut Vec<Row>, hook_url: &str, per_client: usize) -> anyhow::Result<()> {

@@ -14,6 +14,17 @@ pub struct Measured {
 }
 
 impl Measured {
+    /// Adds a run of the same load to this one, with the CPU seconds it took and the peak
+    /// memory seen after it.
+    pub fn add(&mut self, run: Measured, cpu_seconds: f64, peak_rss_kib: u64) {
+        self.count += run.count;
+        self.errors += run.errors;
+        self.elapsed += run.elapsed;
+        self.latencies.extend(run.latencies);
+        self.cpu_seconds = Some(self.cpu_seconds.unwrap_or(0.0) + cpu_seconds);
+        self.peak_rss_kib = self.peak_rss_kib.max(Some(peak_rss_kib));
+    }
+
     pub fn per_second(&self) -> f64 {
         self.count as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
