@@ -19,10 +19,10 @@ use tracing::{info, warn};
 use crate::api::compose::{self, StanzaRequest};
 use crate::bridge::delivery::Delivery;
 use crate::bridge::outgoing::{Dispatched, Outgoing};
-use crate::config::Config;
+use crate::config::{Config, QueueBackend, QueueConfig};
 use crate::limits;
 use crate::queue::redb::{FILE_NAME, RedbQueue};
-use crate::queue::{Backend, DeadLetter, Queue, QueueError, Selection};
+use crate::queue::{self, Backend, DeadLetter, Queue, QueueError, Selection};
 use crate::xmpp::codec::{ReadLimits, parse_stanza};
 
 /// The socket's file inside `data_dir`.
@@ -93,9 +93,10 @@ pub struct Letter {
     pub(crate) stanza: String,
 }
 
-/// Runs `request` against the queue of `data_dir`: through the running instance if one answers
-/// on its socket, else on the file itself.
-pub async fn run(data_dir: &Path, request: Request) -> Response {
+/// Runs `request` against the queue `config` names: through the running instance if one
+/// answers on its socket in `data_dir`, else on the queue itself.
+pub async fn run(config: &QueueConfig, request: Request) -> Response {
+    let data_dir = &config.data_dir;
     let socket = data_dir.join(SOCKET_NAME);
     // An iq sent waits for its answer as long as the API's does by default.
     let within = match request {
@@ -125,6 +126,14 @@ pub async fn run(data_dir: &Path, request: Request) -> Response {
                 "no component-http instance answers on {}: `send` goes through a running instance; start it (with this configuration), or use the HTTP API",
                 socket.display()
             ),
+        };
+    }
+    if let QueueBackend::Postgres(_) = &config.backend {
+        return match queue::open(config).await {
+            Ok(queue) => execute(queue.as_ref(), None, request).await,
+            Err(error) => Response::Error {
+                message: error.to_string(),
+            },
         };
     }
     let file = data_dir.join(FILE_NAME);

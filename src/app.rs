@@ -42,7 +42,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new());
     let hook = HookClient::new(&config.webhook)?;
-    let queue = queue::open(&config.queue)?;
+    let queue = queue::open(&config.queue).await?;
     let api_listeners = match &config.api {
         Some(api) => Some(Listeners::bind(api).await.map_err(StartError::Api)?),
         None => None,
@@ -116,6 +116,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
         outgoing.resume(to_server);
         delivery.resume(to_hook);
+    }
+    if let Some(mut arrivals) = queue.arrivals() {
+        let (delivery, outgoing) = (delivery.clone(), outgoing.clone());
+        tokio::spawn(async move {
+            while let Some(entries) = arrivals.recv().await {
+                let (to_hook, to_server) = entries
+                    .into_iter()
+                    .partition(|entry| entry.direction == Direction::ToHook);
+                outgoing.resume(to_server);
+                delivery.resume(to_hook);
+            }
+        });
     }
     // Without the socket the component still works; `send` needs it, and `dead-letters` while
     // this instance runs.

@@ -9,7 +9,8 @@ use std::fmt::Display;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 
-use crate::config::{Config, TokenSource};
+use crate::config::{Config, QueueBackend, TokenSource};
+use crate::queue::postgres;
 use crate::queue::redb::RedbQueue;
 use crate::queue::{Backend, QueueError};
 use crate::webhook::client::HookClient;
@@ -42,7 +43,31 @@ pub async fn run(config: &Config) -> bool {
         },
         Err(error) => report.fail(error, None::<&str>),
     }
-    if config.queue.durable {
+    if let QueueBackend::Postgres(postgres) = &config.queue.backend {
+        match postgres::database_version(postgres).await {
+            Ok(version) if version > postgres::schema_version() => report.fail(
+                format!(
+                    "PostgreSQL queue: schema version {version} is newer than this build's ({})",
+                    postgres::schema_version()
+                ),
+                Some("run the newest component-http on every instance that shares the database"),
+            ),
+            Ok(version) => report.ok(format!(
+                "PostgreSQL queue reachable as instance {:?}: schema version {version}{}",
+                postgres.instance,
+                if version < postgres::schema_version() {
+                    format!(" (brought to {} at the next start)", postgres::schema_version())
+                } else {
+                    String::new()
+                }
+            )),
+            Err(error) => report.fail(
+                error,
+                Some("check postgres_url (host, port, user, password, database) and that the server accepts this host"),
+            ),
+        }
+    }
+    if matches!(config.queue.backend, QueueBackend::Durable) {
         let dir = &config.queue.data_dir;
         let waiting = match RedbQueue::open(dir) {
             Ok(queue) => queue.pending().await,

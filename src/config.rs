@@ -19,6 +19,8 @@ use crate::webhook::signing::Signer;
 
 /// Environment variable that may carry the component secret.
 pub(crate) const ENV_SECRET: &str = "COMPONENT_HTTP_SECRET";
+/// Where `postgres_url` comes from when neither it nor `postgres_url_file` is set.
+pub(crate) const ENV_POSTGRES_URL: &str = "COMPONENT_HTTP_POSTGRES_URL";
 /// Environment variable that may carry the webhook's `Authorization` header value.
 pub(crate) const ENV_WEBHOOK_AUTHORIZATION: &str = "COMPONENT_HTTP_WEBHOOK_AUTHORIZATION";
 /// Environment variable that may carry the webhook signing secrets (comma- or
@@ -196,21 +198,53 @@ impl fmt::Display for TokenSource {
 pub struct QueueConfig {
     /// Holds the queue file and the control socket.
     pub data_dir: PathBuf,
-    /// `queue = "durable"` (default): stanzas are on disk before their first POST.
-    /// `"memory"`: they are lost if the process dies.
-    pub(crate) durable: bool,
+    pub(crate) backend: QueueBackend,
     pub(crate) max_stanzas: usize,
     pub(crate) max_bytes: usize,
     pub(crate) retry_for: Duration,
     pub(crate) retry_max_interval: Duration,
 }
 
-/// `queue = "durable" | "memory"`.
+impl QueueBackend {
+    /// The value of `queue` that chose it.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            QueueBackend::Durable => "durable",
+            QueueBackend::Memory => "memory",
+            QueueBackend::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// Which queue: `queue = "durable" | "memory" | "postgres"`.
+#[derive(Debug, Clone)]
+pub(crate) enum QueueBackend {
+    /// The default: one file under `data_dir`; stanzas are on disk before their first POST.
+    Durable,
+    /// Stanzas are lost if the process dies.
+    Memory,
+    /// A PostgreSQL database that several instances share.
+    Postgres(PostgresConfig),
+}
+
+/// `queue = "postgres"`: where the shared queue lives and who this instance is in it.
+#[derive(Debug, Clone)]
+pub(crate) struct PostgresConfig {
+    /// `postgres_url` (a secret: it may hold a password).
+    pub(crate) url: Secret,
+    /// `instance`: unique among the instances sharing the database; the host name by default.
+    pub(crate) instance: String,
+    /// `queue_lease`: how long an instance that stopped renewing keeps its conversations
+    /// before the others take them over.
+    pub(crate) lease: Duration,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum QueueKind {
     Durable,
     Memory,
+    Postgres,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -235,6 +269,10 @@ struct RawConfig {
     component_post_url: Option<String>,
     data_dir: Option<PathBuf>,
     queue: Option<QueueKind>,
+    postgres_url: Option<String>,
+    postgres_url_file: Option<PathBuf>,
+    instance: Option<String>,
+    queue_lease: Option<String>,
     queue_max_stanzas: Option<usize>,
     queue_max_bytes: Option<usize>,
     retry_for: Option<String>,
@@ -408,7 +446,13 @@ impl Validator<'_> {
         )?;
         let queue = QueueConfig {
             data_dir: self.relative(raw.data_dir.as_deref().unwrap_or(Path::new("data"))),
-            durable: raw.queue.unwrap_or(QueueKind::Durable) == QueueKind::Durable,
+            backend: self.queue_backend(
+                raw.queue,
+                raw.postgres_url,
+                raw.postgres_url_file,
+                raw.instance,
+                raw.queue_lease,
+            )?,
             max_stanzas: self.count(
                 "queue_max_stanzas",
                 raw.queue_max_stanzas,
@@ -664,6 +708,77 @@ impl Validator<'_> {
         Signer::new(&secrets)
             .map(Some)
             .map_err(|problem| self.invalid(key, problem.to_string()))
+    }
+
+    /// The queue backend; the PostgreSQL keys only with `queue = "postgres"`, where the URL
+    /// is required.
+    fn queue_backend(
+        &self,
+        kind: Option<QueueKind>,
+        url: Option<String>,
+        url_file: Option<PathBuf>,
+        instance: Option<String>,
+        lease: Option<String>,
+    ) -> Result<QueueBackend, ConfigError> {
+        let kind = kind.unwrap_or(QueueKind::Durable);
+        if kind != QueueKind::Postgres {
+            let stray = [
+                ("postgres_url", url.is_some()),
+                ("postgres_url_file", url_file.is_some()),
+                ("instance", instance.is_some()),
+                ("queue_lease", lease.is_some()),
+            ];
+            if let Some((key, _)) = stray.iter().find(|(_, set)| *set) {
+                return Err(self.invalid(
+                    key,
+                    "only applies to queue = \"postgres\"; remove it or set queue = \"postgres\"",
+                ));
+            }
+            return Ok(match kind {
+                QueueKind::Memory => QueueBackend::Memory,
+                _ => QueueBackend::Durable,
+            });
+        }
+        let url = self
+            .secret("postgres_url", url, "postgres_url_file", url_file, ENV_POSTGRES_URL)?
+            .ok_or_else(|| {
+                self.invalid(
+                    "postgres_url",
+                    format!("is required with queue = \"postgres\": set `postgres_url`, `postgres_url_file` or the {ENV_POSTGRES_URL} environment variable, e.g. \"postgres://component_http@db.example.org/component_http\""),
+                )
+            })?;
+        if !url.expose().starts_with("postgres://") && !url.expose().starts_with("postgresql://") {
+            return Err(self.invalid(
+                "postgres_url",
+                "must start with postgres:// (e.g. \"postgres://USER@HOST/DATABASE\")",
+            ));
+        }
+        let instance = match instance {
+            Some(name) => name,
+            None => host_name(),
+        };
+        if instance.is_empty()
+            || instance.len() > 64
+            || !instance
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(self.invalid(
+                "instance",
+                format!("is {instance:?}; use 1 to 64 letters, digits, '-', '_' or '.'"),
+            ));
+        }
+        let lease = self.duration(
+            "queue_lease",
+            lease,
+            limits::DEFAULT_QUEUE_LEASE,
+            limits::QUEUE_LEASE_RANGE,
+        )?;
+        Ok(QueueBackend::Postgres(PostgresConfig {
+            url,
+            instance,
+            lease,
+        }))
     }
 
     /// A secret from (in order) the file, a `*_file` path, or the environment; more than one
@@ -996,6 +1111,13 @@ impl Validator<'_> {
     }
 }
 
+/// This machine's host name: the default `instance` of a shared queue.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_default()
+}
+
 /// The host part of `host:port` (brackets removed from an IPv6 literal), if the port is valid.
 fn server_host(server: &str) -> Option<&str> {
     let (host, port) = server.rsplit_once(':')?;
@@ -1250,7 +1372,7 @@ component_post_url = "https://hooks.example.org/xmpp"
         .unwrap();
         assert!(h2c.webhook.http2_prior_knowledge);
         let queue = &config.queue;
-        assert!(queue.durable);
+        assert!(matches!(queue.backend, QueueBackend::Durable));
         assert_eq!(queue.data_dir, Path::new("data"), "next to the file");
         assert_eq!(queue.max_stanzas, 10_000);
         assert_eq!(queue.max_bytes, 64 * 1024 * 1024);
@@ -1265,7 +1387,7 @@ component_post_url = "https://hooks.example.org/xmpp"
         ))
         .unwrap();
         let queue = &config.queue;
-        assert!(!queue.durable);
+        assert!(matches!(queue.backend, QueueBackend::Memory));
         assert_eq!(queue.data_dir, Path::new("/var/lib/component-http"));
         assert_eq!((queue.max_stanzas, queue.max_bytes), (5, 1_000_000));
         assert_eq!(queue.retry_for, Duration::ZERO);
@@ -1281,6 +1403,46 @@ component_post_url = "https://hooks.example.org/xmpp"
                 .unwrap_err()
                 .to_string();
             assert!(error.contains(key), "{line}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_postgres_queue_needs_its_url_and_a_valid_instance_name() {
+        let config = parse(&format!(
+            "{MINIMAL}queue = \"postgres\"\npostgres_url = \"postgres://bridge:throwaway@127.0.0.1/queue\"\ninstance = \"a-1\"\nqueue_lease = \"5s\"\n"
+        ))
+        .unwrap();
+        let QueueBackend::Postgres(postgres) = &config.queue.backend else {
+            panic!("not postgres: {:?}", config.queue.backend);
+        };
+        assert_eq!(
+            postgres.url.expose(),
+            "postgres://bridge:throwaway@127.0.0.1/queue"
+        );
+        assert_eq!(
+            (postgres.instance.as_str(), postgres.lease),
+            ("a-1", Duration::from_secs(5))
+        );
+        assert!(
+            !format!("{config:?}").contains("throwaway"),
+            "the URL is a secret"
+        );
+
+        for (extra, key) in [
+            ("queue = \"postgres\"\n", "COMPONENT_HTTP_POSTGRES_URL"),
+            (
+                "queue = \"postgres\"\npostgres_url = \"mysql://x\"\n",
+                "postgres_url",
+            ),
+            (
+                "queue = \"postgres\"\npostgres_url = \"postgres://x\"\ninstance = \"a b\"\n",
+                "instance",
+            ),
+            ("postgres_url = \"postgres://x\"\n", "postgres_url"),
+            ("queue = \"memory\"\ninstance = \"a\"\n", "instance"),
+        ] {
+            let error = parse(&format!("{MINIMAL}{extra}")).unwrap_err().to_string();
+            assert!(error.contains(key), "{extra:?}: {error}");
         }
     }
 

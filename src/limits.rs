@@ -84,6 +84,15 @@ pub(crate) const QUEUE_GROUP_COMMIT_LINGER: Duration = Duration::from_millis(1);
 /// often: while the disk stays full, a batch of stanzas is refused at most this long after
 /// it arrived.
 pub(crate) const QUEUE_REOPEN_INTERVAL: Duration = Duration::from_secs(1);
+/// A shared PostgreSQL queue (`queue = "postgres"`): how long an instance that stopped renewing
+/// its lease keeps its conversations before another takes them over (`queue_lease`). The lease
+/// is renewed three times per period; a process that dies outright is noticed at once instead,
+/// by its database session ending.
+pub(crate) const DEFAULT_QUEUE_LEASE: Duration = Duration::from_secs(15);
+/// Connections to the shared queue's database: the writer, the reads, the lease, LISTEN.
+pub(crate) const POSTGRES_CONNECTIONS: u32 = 6;
+/// How long a connection to the shared queue's database may take to open.
+pub(crate) const POSTGRES_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The queue database's page cache.
 pub(crate) const QUEUE_CACHE_BYTES: usize = 8 * 1024 * 1024;
 
@@ -120,6 +129,8 @@ pub(crate) const MAX_IN_FLIGHT_RANGE: RangeInclusive<usize> = 1..=65_536;
 pub(crate) const MAX_STANZA_BYTES_RANGE: RangeInclusive<usize> = 1024..=(64 << 20);
 /// Element trees are dropped and written recursively; 256 levels stay far from any stack limit.
 pub(crate) const MAX_DEPTH_RANGE: RangeInclusive<usize> = 2..=256;
+pub(crate) const QUEUE_LEASE_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(3)..=Duration::from_secs(3600);
 pub(crate) const QUEUE_MAX_STANZAS_RANGE: RangeInclusive<usize> = 1..=10_000_000;
 pub(crate) const QUEUE_MAX_BYTES_RANGE: RangeInclusive<usize> = 1024..=(64 << 30);
 pub(crate) const HOOK_MAX_RESPONSE_BYTES_RANGE: RangeInclusive<usize> = 1..=(64 << 20);

@@ -63,7 +63,7 @@ fn main() -> ExitCode {
                         false,
                     ),
                 };
-                report(&admin::run(&config.queue.data_dir, request).await, json)
+                report(&admin::run(&config.queue, request).await, json)
             }
             Command::Send(args) => {
                 let stanza = match stanza_to_send(args) {
@@ -74,7 +74,7 @@ fn main() -> ExitCode {
                     }
                 };
                 report(
-                    &admin::run(&config.queue.data_dir, Request::Send { stanza }).await,
+                    &admin::run(&config.queue, Request::Send { stanza }).await,
                     true,
                 )
             }

@@ -130,7 +130,7 @@ pub(crate) struct LastError {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct QueueInfo {
-    /// `durable` or `memory`.
+    /// `durable`, `memory` or `postgres`: the `queue` setting.
     kind: &'static str,
     /// Stanzas held until their final outcome.
     pending: usize,
@@ -185,11 +185,7 @@ pub(crate) async fn status(State(state): State<ApiState>, headers: HeaderMap) ->
             }),
         },
         queue: QueueInfo {
-            kind: if config.queue.durable {
-                "durable"
-            } else {
-                "memory"
-            },
+            kind: config.queue.backend.name(),
             pending: snapshot.stanzas,
             retrying: state.metrics.retrying_now(),
             dead_letters: snapshot.dead_letters,

@@ -30,7 +30,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::bridge::bounds::{Bounds, Reservation};
 use crate::bridge::outbox::Outbox;
@@ -40,7 +40,7 @@ use crate::bridge::reply::{self, Decision};
 use crate::config::{Config, Ordering};
 use crate::limits;
 use crate::metrics::{HookError, Metrics, delivered, refused};
-use crate::queue::{self, Committed, Direction, Entry, ProcessIds, Queue, retry};
+use crate::queue::{self, Admitted, Committed, Direction, Entry, ProcessIds, Queue, retry};
 use crate::webhook::client::HookClient;
 use crate::webhook::outcome::{HookOutcome, describe, retryable};
 use crate::xmpp::codec::{ReadLimits, parse_stanza};
@@ -185,12 +185,18 @@ impl Delivery {
             }
         } else {
             let position = inner.queue.allocate();
+            let conversation = (inner.config.ordering == Ordering::Conversation).then(|| {
+                let (from, to) = conversation_key(&stanza);
+                // A bare JID has no space, so the first space splits the two.
+                format!("{from} {to}")
+            });
             let entry = Entry {
                 position,
                 id: position,
                 received_ms: queue::now_ms(),
                 direction: Direction::ToHook,
                 raw: stanza.raw.clone(),
+                conversation,
             };
             Job {
                 committed: Some(inner.queue.append(entry, None).await),
@@ -207,32 +213,10 @@ impl Delivery {
     /// Queues stanzas that are already stored (found at start, or dead letters replayed), in
     /// the order given. They count against the bounds but are never refused: they were accepted.
     pub(crate) fn resume(&self, entries: Vec<Entry>) {
-        let limits = self.inner.read_limits();
-        let now_ms = queue::now_ms();
         for entry in entries {
-            let stanza = match parse_stanza(&entry.raw, limits)
-                .ok()
-                .and_then(Stanza::from_read)
-            {
-                Some(stanza) => stanza,
-                None => {
-                    error!(
-                        position = entry.position,
-                        "a stored stanza no longer parses; it is left in the queue file"
-                    );
-                    continue;
-                }
-            };
-            let waited = Duration::from_millis(now_ms.saturating_sub(entry.received_ms));
-            let retry_for = self.inner.config.queue.retry_for;
-            self.schedule(Job {
-                position: Some(entry.position),
-                committed: None,
-                webhook_id: self.inner.queue.webhook_id(entry.id),
-                retry_until: Instant::now() + retry_for.saturating_sub(waited),
-                reservation: self.inner.bounds.force(stanza.raw.len()),
-                stanza,
-            });
+            if let Some(job) = self.inner.stored_job(entry) {
+                self.schedule(job);
+            }
         }
     }
 
@@ -298,6 +282,30 @@ fn stopped_error() -> StanzaError {
 }
 
 impl Inner {
+    /// A job for a stanza that is already stored; `None` (and an error logged) if it no longer
+    /// parses.
+    fn stored_job(&self, entry: Entry) -> Option<Job> {
+        let Some(stanza) = parse_stanza(&entry.raw, self.read_limits())
+            .ok()
+            .and_then(Stanza::from_read)
+        else {
+            error!(
+                position = entry.position,
+                "a stored stanza no longer parses; it is left in the queue"
+            );
+            return None;
+        };
+        let waited = Duration::from_millis(queue::now_ms().saturating_sub(entry.received_ms));
+        Some(Job {
+            position: Some(entry.position),
+            committed: None,
+            webhook_id: self.queue.webhook_id(entry.id),
+            retry_until: Instant::now() + self.config.queue.retry_for.saturating_sub(waited),
+            reservation: self.bounds.force(stanza.raw.len()),
+            stanza,
+        })
+    }
+
     fn read_limits(&self) -> ReadLimits {
         ReadLimits {
             max_stanza_bytes: self.config.max_stanza_bytes,
@@ -320,11 +328,19 @@ impl Inner {
         let mut job = first;
         loop {
             self.run(job).await;
-            let mut conversations = self.lock_conversations();
-            match conversations.get_mut(&key).and_then(VecDeque::pop_front) {
+            let next = {
+                let mut conversations = self.lock_conversations();
+                let next = conversations.get_mut(&key).and_then(VecDeque::pop_front);
+                if next.is_none() {
+                    conversations.remove(&key);
+                }
+                next
+            };
+            match next {
                 Some(next) => job = next,
                 None => {
-                    conversations.remove(&key);
+                    let (from, to) = key;
+                    self.queue.release(format!("{from} {to}")).await;
                     return;
                 }
             }
@@ -372,11 +388,27 @@ impl Inner {
     }
 
     async fn deliver(&self, mut job: Job) {
-        if let Some(committed) = job.committed.take()
-            && let Err(reason) = committed.wait().await
-        {
-            self.refuse_unstored(&job, &reason).await;
-            return;
+        if let Some(committed) = job.committed.take() {
+            match committed.wait().await {
+                Err(reason) => {
+                    self.refuse_unstored(&job, &reason).await;
+                    return;
+                }
+                Ok(Admitted::Here) => {}
+                Ok(Admitted::HandedOver) => {
+                    debug!("handed over to the instance that holds its conversation");
+                    return;
+                }
+                Ok(Admitted::After(older)) => {
+                    info!(
+                        stanzas = older.len(),
+                        "taken over with its conversation from an instance that stopped; those go first"
+                    );
+                    for job in older.into_iter().filter_map(|e| self.stored_job(e)) {
+                        Box::pin(self.run(job)).await;
+                    }
+                }
+            }
         }
         // After the stop a stored stanza waits in the queue for the next start rather than begin
         // a call the drain may cut short; one held only in memory is still tried.

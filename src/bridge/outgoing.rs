@@ -185,6 +185,7 @@ impl Outgoing {
             received_ms: queue::now_ms(),
             direction: Direction::ToServer,
             raw: out.bytes.clone(),
+            conversation: None,
         };
         inner
             .queue

@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 
 use crate::limits;
 use crate::queue::{
-    Backend, Committed, DeadLetter, Entry, ProcessIds, QueueError, QueueStats, Remembered,
-    Selection, now_ms,
+    Admitted, Backend, Committed, DeadLetter, Entry, ProcessIds, QueueError, QueueStats,
+    Remembered, Selection, now_ms,
 };
 
 pub struct MemoryQueue {
@@ -81,7 +81,7 @@ impl Backend for MemoryQueue {
         if let Some(remembered) = remember {
             self.keep(remembered);
         }
-        Committed::ready(Ok(()))
+        Committed::ready(Ok(Admitted::Here))
     }
 
     async fn remember(&self, remembered: Remembered) -> Result<(), String> {

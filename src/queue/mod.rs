@@ -1,6 +1,8 @@
-//! The queue: what waits for a final outcome, behind one interface ([`Backend`]) with two
-//! implementations: [`redb::RedbQueue`], the durable default (one file under `data_dir`), and
-//! [`memory::MemoryQueue`] (`queue = "memory"`: nothing survives the process). The retry policy
+//! The queue: what waits for a final outcome, behind one interface ([`Backend`]) with three
+//! implementations: [`redb::RedbQueue`], the durable default (one file under `data_dir`),
+//! [`memory::MemoryQueue`] (`queue = "memory"`: nothing survives the process) and
+//! [`postgres::PostgresQueue`] (`queue = "postgres"`: one database that several instances
+//! share, each delivering the conversations it claims). The retry policy
 //! is [`retry`]'s. The scheduling itself (order per conversation, calls in flight) is the delivery
 //! stage's; the dead-letter commands are [`crate::admin`]'s.
 //!
@@ -10,6 +12,7 @@
 //! accepted. It does not parse stanzas, schedule or call anything.
 
 pub mod memory;
+pub mod postgres;
 pub mod redb;
 pub mod retry;
 
@@ -21,17 +24,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::QueueConfig;
+use crate::config::{QueueBackend, QueueConfig};
 
 /// A queue, whichever its backend.
 pub type Queue = Arc<dyn Backend>;
 
-/// Opens the queue the configuration asks for; a durable one resumes what its file holds.
-pub fn open(config: &QueueConfig) -> Result<Queue, QueueError> {
-    Ok(if config.durable {
-        Arc::new(redb::RedbQueue::open(&config.data_dir)?)
-    } else {
-        Arc::new(memory::MemoryQueue::new())
+/// Opens the queue the configuration asks for; a durable one resumes what it holds.
+pub async fn open(config: &QueueConfig) -> Result<Queue, QueueError> {
+    Ok(match &config.backend {
+        QueueBackend::Durable => Arc::new(redb::RedbQueue::open(&config.data_dir)?),
+        QueueBackend::Memory => Arc::new(memory::MemoryQueue::new()),
+        QueueBackend::Postgres(postgres) => {
+            Arc::new(postgres::PostgresQueue::open(postgres).await?)
+        }
     })
 }
 
@@ -47,8 +52,18 @@ pub trait Backend: Send + Sync + 'static {
     /// The `webhook-id` of the stanza numbered `id`.
     fn webhook_id(&self, id: u64) -> String;
     /// Queues `entry` for the next commit, with the answer to remember for it if any (both are
-    /// committed together or not at all); waits only while the backend's writer is behind.
+    /// committed together or not at all); waits only while the backend's writer is behind. A
+    /// shared backend also claims the entry's conversation for this instance (see [`Admitted`]).
     async fn append(&self, entry: Entry, remember: Option<Remembered>) -> Committed;
+    /// This instance delivers nothing of `conversation` now: a shared backend lets another
+    /// instance claim it. Only a conversation that holds nothing of this instance is let go.
+    async fn release(&self, _conversation: String) {}
+    /// Stanzas this instance must deliver besides its own appends: handed to it by another
+    /// instance (whose sender's conversation it holds), or taken over from an instance that
+    /// died. The receiver can be taken once; only a shared backend has one.
+    fn arrivals(&self) -> Option<mpsc::UnboundedReceiver<Vec<Entry>>> {
+        None
+    }
     /// Remembers an answer on its own; returns once that is committed.
     async fn remember(&self, remembered: Remembered) -> Result<(), String>;
     /// The answer remembered under `key`, unless it has expired.
@@ -114,6 +129,14 @@ pub enum QueueError {
     Closed,
     #[error("the queue file is closed after an I/O error and is being opened again")]
     Reopening,
+    #[error("the PostgreSQL queue: {0}")]
+    Postgres(#[from] sqlx::Error),
+    #[error("the PostgreSQL queue's schema cannot be brought up to date: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "another component-http process runs as instance {instance:?} on this PostgreSQL queue; stop it, or give this one its own `instance`"
+    )]
+    InstanceInUse { instance: String },
 }
 
 /// Which way a queued stanza goes.
@@ -138,6 +161,9 @@ pub struct Entry {
     pub direction: Direction,
     /// The stanza's XML.
     pub raw: String,
+    /// The conversation it is delivered in, for a shared backend's claims; `None` when order
+    /// per conversation is off, for stanzas sent through the API, and as read back.
+    pub(crate) conversation: Option<String>,
 }
 
 /// An answer of the API, remembered under its idempotency key until `expires_ms`.
@@ -174,22 +200,41 @@ impl Selection {
 }
 
 /// Resolves when an appended stanza is committed.
-pub struct Committed(oneshot::Receiver<Result<(), String>>);
+pub struct Committed(oneshot::Receiver<Result<Admitted, String>>);
+
+/// Who delivers a committed stanza. Only a shared backend answers other than [`Admitted::Here`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admitted {
+    /// This instance.
+    Here,
+    /// The instance that holds its conversation; this one must not deliver it.
+    HandedOver,
+    /// This instance, after these older stanzas of its conversation, taken over from an
+    /// instance that died while holding it (oldest first).
+    After(Vec<Entry>),
+}
 
 impl Committed {
     /// A commit with `result` already known.
-    fn ready(result: Result<(), String>) -> Self {
+    fn ready(result: Result<Admitted, String>) -> Self {
         let (done, committed) = oneshot::channel();
         let _ = done.send(result);
         Committed(committed)
     }
 
     /// `Err` says why the stanza could not be stored.
-    pub(crate) async fn wait(self) -> Result<(), String> {
+    pub(crate) async fn wait(self) -> Result<Admitted, String> {
         self.0
             .await
             .unwrap_or_else(|_| Err("the queue's writer has stopped".into()))
     }
+}
+
+/// Waits for a write's outcome from a backend's writer; `Err` says why it was not committed.
+pub(crate) async fn written(outcome: oneshot::Receiver<Result<(), String>>) -> Result<(), String> {
+    outcome
+        .await
+        .unwrap_or_else(|_| Err("the queue's writer has stopped".into()))
 }
 
 /// Delivery ids for stanzas that are not stored (iq, or a memory queue): random per process, so

@@ -28,8 +28,8 @@ use tracing::{error, info, warn};
 
 use crate::limits;
 use crate::queue::{
-    Backend, Committed, DeadLetter, Direction, Entry, QueueError, QueueStats, Remembered,
-    Selection, now_ms,
+    Admitted, Backend, Committed, DeadLetter, Direction, Entry, QueueError, QueueStats, Remembered,
+    Selection, now_ms, written,
 };
 
 /// Position in the queue → [`Entry`] bytes.
@@ -70,7 +70,7 @@ enum Write {
     Append(
         Entry,
         Option<Remembered>,
-        oneshot::Sender<Result<(), String>>,
+        oneshot::Sender<Result<Admitted, String>>,
     ),
     Remember(Remembered, oneshot::Sender<Result<(), String>>),
     ForgetExpired(u64),
@@ -260,7 +260,7 @@ impl Backend for RedbQueue {
     async fn remember(&self, remembered: Remembered) -> Result<(), String> {
         let (done, committed) = oneshot::channel();
         self.write(Write::Remember(remembered, done)).await;
-        Committed(committed).wait().await
+        written(committed).await
     }
 
     async fn recall(&self, key: &str) -> Result<Option<Remembered>, QueueError> {
@@ -287,7 +287,7 @@ impl Backend for RedbQueue {
     async fn bury(&self, position: u64, reason: String) -> Result<(), String> {
         let (done, buried) = oneshot::channel();
         self.write(Write::Bury(position, reason, done)).await;
-        Committed(buried).wait().await
+        written(buried).await
     }
 
     async fn flush(&self) {
@@ -476,7 +476,7 @@ impl Writer {
                         if result.is_err() {
                             failed.push(entry.position);
                         }
-                        let _ = done.send(result.clone());
+                        let _ = done.send(result.clone().map(|()| Admitted::Here));
                     }
                     Write::Bury(_, _, done) | Write::Remember(_, done) => {
                         let _ = done.send(result.clone());
@@ -657,6 +657,7 @@ fn decode_entry(position: u64, direction: Direction, bytes: &[u8]) -> Option<Ent
         received_ms,
         direction,
         raw: String::from_utf8(rest.to_vec()).ok()?,
+        conversation: None,
     })
 }
 
@@ -732,6 +733,7 @@ mod tests {
             received_ms: 1_700_000_000_000,
             direction: Direction::ToHook,
             raw: raw.to_owned(),
+            conversation: None,
         }
     }
 
@@ -916,6 +918,7 @@ mod tests {
             received_ms: 5,
             direction: Direction::ToHook,
             raw: "<message/>".into(),
+            conversation: None,
         };
         let bytes = encode_entry(&e);
         assert_eq!(decode_entry(9, Direction::ToHook, &bytes), Some(e.clone()));

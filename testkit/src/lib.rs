@@ -6,6 +6,7 @@
 
 pub mod e2e;
 pub mod ejabberd;
+pub mod postgres;
 pub mod prosody;
 pub mod scripted;
 

@@ -26,6 +26,7 @@ mod request;
 mod restricted_xml;
 mod retries;
 mod schema;
+mod shared_queue;
 mod shutdown;
 mod signing;
 mod tls;
