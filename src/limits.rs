@@ -35,6 +35,10 @@ pub(crate) const XMPP_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const RECONNECT_INITIAL: Duration = Duration::from_millis(500);
 pub(crate) const RECONNECT_MAX: Duration = Duration::from_secs(4);
 pub(crate) const RECONNECT_STABLE_AFTER: Duration = Duration::from_secs(60);
+/// How often a standby instance (one that met `conflict` with a shared queue) tries to take
+/// the domain over: the server bounces the domain's stanzas between the serving instance's end
+/// and the standby's next attempt.
+pub(crate) const STANDBY_RETRY: Duration = Duration::from_secs(1);
 /// Retry interval after a configuration error (wrong secret, unknown domain, conflict):
 /// retrying fast cannot help, but the operator's fix must be picked up without a restart.
 pub(crate) const RECONNECT_AFTER_CONFIGURATION_ERROR: Duration = Duration::from_secs(30);

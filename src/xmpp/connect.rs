@@ -53,6 +53,11 @@ impl LinkError {
             _ => None,
         }
     }
+
+    /// Another connection serves the domain (Prosody's `conflict`).
+    pub(crate) fn is_conflict(&self) -> bool {
+        matches!(self, LinkError::StreamError { condition, .. } if condition == "conflict")
+    }
 }
 
 pub(crate) type BoxedIo = Box<dyn AsyncReadWrite>;

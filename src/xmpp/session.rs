@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
-use crate::config::Config;
+use crate::config::{Config, QueueBackend};
 use crate::limits;
 use crate::metrics::Metrics;
 use crate::xmpp::codec::{Frame, NS_STREAMS};
@@ -114,7 +114,15 @@ impl Session {
                 }
                 Ended::Failed(error) => error,
             };
+            // With a shared queue a second instance is a standby, not a mistake: it takes the
+            // domain over soon after the serving one's connection ends (README, "Scaling out").
+            let standby = error.is_conflict()
+                && matches!(self.config.queue.backend, QueueBackend::Postgres(_));
             let delay = match error.configuration_advice() {
+                Some(_) if standby => {
+                    info!(server = %self.config.server, domain = %self.config.domain, "another instance serves the domain; waiting as its standby");
+                    limits::STANDBY_RETRY
+                }
                 Some(advice) => {
                     error!(server = %self.config.server, domain = %self.config.domain, "{error}: {advice}");
                     limits::RECONNECT_AFTER_CONFIGURATION_ERROR

@@ -274,3 +274,27 @@ async fn check_reports_the_shared_queues_schema_version_and_an_unreachable_datab
         failed.stdout
     );
 }
+
+#[tokio::test]
+async fn with_a_shared_queue_a_refused_second_connection_waits_as_a_standby_and_retries_soon() {
+    if !Postgres::available() {
+        return;
+    }
+    let postgres = Postgres::start(PostgresOptions::default()).await;
+    let mut server = XmppServer::start().await;
+    let hook = Hook::echo().await;
+    let _standby = instance(&server, &hook, &postgres, "b").spawn();
+    // Refused as Prosody refuses a second connection for a component...
+    server
+        .accept_with(SECRET, Answer::StreamError("conflict"))
+        .await;
+    let refused_at = tokio::time::Instant::now();
+    // ...it comes back within seconds (a configuration error would wait 30 s), and once the
+    // domain is free it serves it.
+    let mut conn = server.accept().await;
+    let waited = refused_at.elapsed();
+    assert!(waited < Duration::from_secs(5), "retried after {waited:?}");
+    conn.send(&chat(SENDERS[0], ECHO, "s1", "standing by"))
+        .await;
+    assert_echo(&conn.with_id("s1").await, "standing by");
+}
