@@ -53,6 +53,26 @@ pub fn component_listener_yaml(port: u16, domain: &str, secret: &str) -> String 
     )
 }
 
+/// The top-level `domain_balancing` entry of the README ("Scaling out"): ejabberd hashes each
+/// stanza for `domain` by `kind` (`bare_source`: the sender's bare JID) onto `component_number`
+/// connection slots. Both keys are needed: ejabberd 23.01 reads `component_number` without a
+/// default, and a slot without a connection drops what is hashed to it.
+pub fn domain_balancing_yaml(domain: &str, kind: &str, component_number: u32) -> String {
+    format!(
+        r#"domain_balancing:
+  "{domain}":
+    type: {kind}
+    component_number: {component_number}
+"#
+    )
+}
+
+/// Whether ejabberd is installed, without [`require_ejabberd`]'s skip or failure: for a caller
+/// that decides itself what a missing server means (the benchmark).
+pub fn installed() -> bool {
+    Installation::find().is_some()
+}
+
 /// Is ejabberd installed? Like [`crate::e2e::require_tool`] (skip with a notice, or fail when
 /// `CI=true`), looking in `/usr/sbin` too, which is not on every user's `PATH`.
 pub fn require_ejabberd() -> bool {
@@ -115,9 +135,15 @@ impl Ejabberd {
     /// Starts ejabberd as `options` say, with [`USERS`] and `options.accounts` registered, and
     /// waits until its client and component ports accept connections.
     pub async fn start_with(options: &ServerOptions) -> Ejabberd {
+        Self::start_with_yaml(options, "").await
+    }
+
+    /// [`Self::start_with`], with `top_level` (YAML at the top level of the configuration,
+    /// such as [`domain_balancing_yaml`]) added to the configuration.
+    pub async fn start_with_yaml(options: &ServerOptions, top_level: &str) -> Ejabberd {
         let mut last_error = String::new();
         for _ in 0..3 {
-            match Self::try_start(options).await {
+            match Self::try_start(options, top_level).await {
                 Ok(ejabberd) => return ejabberd,
                 Err(error) => {
                     eprintln!("ejabberd did not start, trying again: {error}");
@@ -128,7 +154,7 @@ impl Ejabberd {
         panic!("ejabberd did not start: {last_error}");
     }
 
-    async fn try_start(options: &ServerOptions) -> Result<Ejabberd, String> {
+    async fn try_start(options: &ServerOptions, top_level: &str) -> Result<Ejabberd, String> {
         let installation = Installation::find()
             .ok_or("ejabberd is not installed (apt-get install -y ejabberd)")?;
         let dir = tempfile::Builder::new()
@@ -167,7 +193,7 @@ acme:
   auto: false
 auth_method: internal
 auth_password_format: plain
-{component_listener}{other_listeners}
+{top_level}{component_listener}{other_listeners}
 # The harness creates accounts over HTTP from loopback; nothing else is allowed there.
 api_permissions:
   "accounts for the tests":

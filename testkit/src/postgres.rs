@@ -43,6 +43,12 @@ impl Postgres {
         )
     }
 
+    /// Whether the server binaries are installed, without [`Self::available`]'s skip or
+    /// failure: for a caller that decides itself what a missing server means (the benchmark).
+    pub fn installed() -> bool {
+        bin_dir().is_some()
+    }
+
     /// A new cluster, started and accepting connections, with a database `queue`.
     pub async fn start(options: PostgresOptions) -> Postgres {
         let bin = bin_dir().expect("PostgreSQL's server binaries (apt-get install -y postgresql)");
@@ -154,6 +160,12 @@ impl Postgres {
         } else {
             Err(String::from_utf8_lossy(&output.stderr).into_owned())
         }
+    }
+
+    /// The server's process id (the postmaster's; its backends and helpers are its children),
+    /// while it runs: for the CPU it spends.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.pid()
     }
 
     pub fn log_path(&self) -> PathBuf {
