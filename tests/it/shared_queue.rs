@@ -40,6 +40,38 @@ fn instance(server: &XmppServer, hook: &Hook, postgres: &Postgres, name: &str) -
         .key("retry_max_interval = \"1s\"")
 }
 
+/// Instances "a" and "b" of one shared queue, each connected to the scripted server, in front
+/// of a hook that answers 503 until `healthy` is set.
+struct Pair {
+    postgres: Postgres,
+    server: XmppServer,
+    healthy: Arc<AtomicBool>,
+    hook: Hook,
+    a: (Bridge, Conn),
+    b: (Bridge, Conn),
+}
+
+impl Pair {
+    async fn start() -> Pair {
+        let postgres = Postgres::start(PostgresOptions::default()).await;
+        let mut server = XmppServer::start().await;
+        let healthy = Arc::new(AtomicBool::new(false));
+        let hook = Hook::start(healthy_when(healthy.clone())).await;
+        let a = instance(&server, &hook, &postgres, "a").spawn();
+        let conn_a = server.accept().await;
+        let b = instance(&server, &hook, &postgres, "b").spawn();
+        let conn_b = server.accept().await;
+        Pair {
+            postgres,
+            server,
+            healthy,
+            hook,
+            a: (a, conn_a),
+            b: (b, conn_b),
+        }
+    }
+}
+
 /// The sender of the marker that follows a burst: one per burst, so that no marker waits
 /// behind another.
 fn marker_sender(prefix: &str) -> String {
@@ -89,14 +121,14 @@ async fn a_killed_instances_committed_stanzas_are_delivered_by_the_other_once_ea
     if !Postgres::available() {
         return;
     }
-    let postgres = Postgres::start(PostgresOptions::default()).await;
-    let mut server = XmppServer::start().await;
-    let healthy = Arc::new(AtomicBool::new(false));
-    let hook = Hook::start(healthy_when(healthy.clone())).await;
-    let mut a = instance(&server, &hook, &postgres, "a").spawn();
-    let mut conn_a = server.accept().await;
-    let _b = instance(&server, &hook, &postgres, "b").spawn();
-    let mut conn_b = server.accept().await;
+    let Pair {
+        postgres: _postgres,
+        server: _server,
+        healthy,
+        hook,
+        a: (mut a, mut conn_a),
+        b: (_b, mut conn_b),
+    } = Pair::start().await;
 
     send_and_commit(&mut conn_a, &hook, "k").await;
     let tried_by_a: HashMap<String, String> = hook
@@ -176,14 +208,14 @@ async fn a_conversation_another_instance_holds_goes_on_there_in_arrival_order() 
     if !Postgres::available() {
         return;
     }
-    let postgres = Postgres::start(PostgresOptions::default()).await;
-    let mut server = XmppServer::start().await;
-    let healthy = Arc::new(AtomicBool::new(false));
-    let hook = Hook::start(healthy_when(healthy.clone())).await;
-    let _a = instance(&server, &hook, &postgres, "a").spawn();
-    let mut conn_a = server.accept().await;
-    let _b = instance(&server, &hook, &postgres, "b").spawn();
-    let mut conn_b = server.accept().await;
+    let Pair {
+        postgres: _postgres,
+        server: _server,
+        healthy,
+        hook,
+        a: (_a, mut conn_a),
+        b: (_b, mut conn_b),
+    } = Pair::start().await;
 
     // a holds the three conversations (their heads are being retried); then the same senders'
     // next stanzas reach b, as when the server moves a sender to another connection.
