@@ -1,8 +1,8 @@
-//! End-to-end mode: K real XMPP clients (tokio-xmpp) send messages through a real Prosody to
-//! `echo@bot.localhost`, each keeping a window of replies outstanding, and time every reply.
-//! What answers is either the bridge (with the fast hook behind it) or, for the ceiling row, a
-//! trivial component written here that answers every message itself, without HTTP: the most
-//! any external component can get through that server on this machine.
+//! End-to-end mode: K real XMPP clients (tokio-xmpp) send messages through a real Prosody or
+//! ejabberd to `echo@bot.localhost`, each keeping a window of replies outstanding, and time
+//! every reply. What answers is either the bridge (with the fast hook behind it) or, for the
+//! ceiling rows, a trivial component written here that answers every message itself, without
+//! HTTP: the most any external component can get through that server on this machine.
 
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -21,11 +21,13 @@ use tokio_xmpp::parsers::stanza::Stanza;
 use tokio_xmpp::xmlstream::Timeouts;
 use tokio_xmpp::{Client, Event};
 
+use testkit::e2e::ServerOptions;
+use testkit::ejabberd::{self, Ejabberd};
 use testkit::prosody::{Prosody, ProsodyOptions};
 
 use crate::report::Measured;
 
-/// The test Prosody's component secret.
+/// The test servers' component secret (Prosody's and ejabberd's).
 pub const SECRET: &str = testkit::prosody::COMPONENT_SECRET;
 pub const PASSWORD: &str = "bench-throwaway-password";
 
@@ -39,6 +41,27 @@ pub async fn start_prosody(users: usize) -> Prosody {
         quiet: true,
         ..ProsodyOptions::default()
     })
+    .await
+}
+
+/// The test suite's throwaway ejabberd ([`testkit::ejabberd`]) with the accounts of
+/// [`start_prosody`]. With `component_number`, the README's `domain_balancing` for the
+/// component's domain ("Scaling out"): each sender's bare JID hashed onto that many
+/// connection slots.
+pub async fn start_ejabberd(users: usize, component_number: Option<u32>) -> Ejabberd {
+    let balancing = component_number
+        .map(|number| ejabberd::domain_balancing_yaml("bot.localhost", "bare_source", number))
+        .unwrap_or_default();
+    Ejabberd::start_with_yaml(
+        &ServerOptions {
+            accounts: (0..users)
+                .map(|user| (format!("bench{user}"), PASSWORD.to_owned()))
+                .collect(),
+            quiet: true,
+            ..ServerOptions::default()
+        },
+        &balancing,
+    )
     .await
 }
 
@@ -139,7 +162,7 @@ async fn drive_clients_here(
     Ok(measured)
 }
 
-/// Connects to Prosody's component port as `bot.localhost` and completes the handshake; returns
+/// Connects to the server's component port as `bot.localhost` and completes the handshake; returns
 /// the connection and its reader, inside the stream.
 pub async fn connect_component(port: u16) -> anyhow::Result<(TcpStream, StreamReader)> {
     let mut tcp = TcpStream::connect(("127.0.0.1", port)).await?;
@@ -151,7 +174,7 @@ pub async fn connect_component(port: u16) -> anyhow::Result<(TcpStream, StreamRe
     let mut authenticated = false;
     while !authenticated {
         let n = tcp.read(&mut buf).await?;
-        anyhow::ensure!(n > 0, "Prosody closed the component connection");
+        anyhow::ensure!(n > 0, "the server closed the component connection");
         reader.feed(&buf[..n]);
         while let Some(frame) = reader.next_frame()? {
             match frame {
@@ -246,7 +269,7 @@ async fn client_loop(
     Ok((latencies, errors))
 }
 
-/// Waits until Prosody routes to the component: a probe message gets an answer.
+/// Waits until the server routes to the component: a probe message gets an answer.
 pub async fn wait_routed(c2s_port: u16) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -256,7 +279,7 @@ pub async fn wait_routed(c2s_port: u16) -> anyhow::Result<()> {
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "the component is not reachable through Prosody"
+            "the component is not reachable through the server"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

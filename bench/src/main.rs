@@ -2,9 +2,11 @@
 //! load and prints a table. See BENCHMARKS.md for what each row means.
 //!
 //! Isolated mode: this harness is the XMPP server and the webhook. End-to-end mode: real XMPP
-//! clients send through a real Prosody. Each mode has a ceiling row for comparison. With
-//! `--soak MINUTES`, only the soak runs instead (steady load, hook failures and server
-//! restarts, an exact account of every message; see `soak.rs`) and prints its own report.
+//! clients send through a real Prosody, and through a real ejabberd with one bridge and with
+//! several sharing a queue on PostgreSQL (`scale_out.rs`). Each mode has a ceiling row for
+//! comparison. With `--soak MINUTES`, only the soak runs instead (steady load, hook failures
+//! and server restarts, an exact account of every message; see `soak.rs`) and prints its own
+//! report.
 
 mod api;
 mod e2e;
@@ -12,6 +14,7 @@ mod hook;
 mod isolated;
 mod process;
 mod report;
+mod scale_out;
 mod soak;
 
 use std::net::SocketAddr;
@@ -20,6 +23,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use tokio::net::TcpListener;
+
+use testkit::postgres::{Postgres, PostgresOptions};
 
 use hook::HookBehaviour;
 use isolated::Load;
@@ -38,6 +43,16 @@ struct Args {
     /// Skip the end-to-end rows through Prosody.
     #[arg(long)]
     no_prosody: bool,
+    /// Skip the end-to-end rows through ejabberd.
+    #[arg(long)]
+    no_ejabberd: bool,
+    /// Skip the rows on the shared queue (`queue = "postgres"`), which start a PostgreSQL.
+    #[arg(long)]
+    no_postgres: bool,
+    /// Only the rows of scaling out: the isolated ordering=conversation rows with the memory,
+    /// durable and shared queues, and the rows through ejabberd.
+    #[arg(long)]
+    scale_out_only: bool,
     /// Only the isolated API rows, with this many requests each (for profiling the API).
     #[arg(long, value_name = "REQUESTS")]
     api_only: Option<usize>,
@@ -95,7 +110,40 @@ async fn main() -> anyhow::Result<()> {
             per_client: 2_000,
         }
     };
+    let with_prosody = !args.no_prosody && !args.scale_out_only;
+    let with_ejabberd = !args.no_ejabberd;
+    let with_postgres = !args.no_postgres;
+    // Before any row runs, so that a missing server does not cost the rows before it.
+    ensure_installed(
+        with_prosody,
+        e2e::prosody_available(),
+        "prosody",
+        "prosody",
+        "--no-prosody",
+    )?;
+    ensure_installed(
+        with_ejabberd,
+        testkit::ejabberd::installed(),
+        "ejabberd",
+        "ejabberd",
+        "--no-ejabberd",
+    )?;
+    ensure_installed(
+        with_postgres,
+        Postgres::installed(),
+        "PostgreSQL's server",
+        "postgresql",
+        "--no-postgres",
+    )?;
+    let postgres = if with_postgres {
+        eprintln!("starting PostgreSQL (fsync on) for the shared-queue rows");
+        Some(Postgres::start(PostgresOptions { durable: true }).await)
+    } else {
+        None
+    };
+
     let mut rows = Vec::new();
+    let mut notes = Vec::new();
 
     let fast_hook = format!("http://{}/", hook::start(HookBehaviour::Fast).await?);
     let slow_hook = format!(
@@ -108,38 +156,142 @@ async fn main() -> anyhow::Result<()> {
         senders: 100,
         window: 512,
     };
-    record(
-        &mut rows,
-        Row {
-            mode: "isolated",
-            name: "ceiling: HTTP client loop only, fast hook".into(),
-            measured: isolated::http_only(&fast_hook, load).await?,
-        },
-    );
+    if !args.scale_out_only {
+        record(
+            &mut rows,
+            Row {
+                mode: "isolated",
+                name: "ceiling: HTTP client loop only, fast hook".into(),
+                measured: isolated::http_only(&fast_hook, load).await?,
+            },
+        );
+    }
+    let orderings: &[&str] = if args.scale_out_only {
+        &["conversation"]
+    } else {
+        &["none", "conversation"]
+    };
     let mut idle_rss = 0;
-    for ordering in ["none", "conversation"] {
-        for queue in ["memory", "durable"] {
-            let (measured, idle) = bridge_row(&fast_hook, ordering, queue, load, false).await?;
-            idle_rss = idle_rss.max(idle);
+    for ordering in orderings {
+        for queue in [Queue::Memory, Queue::Durable] {
+            let run = bridge_row(&fast_hook, ordering, queue, load, false).await?;
+            idle_rss = idle_rss.max(run.idle_rss_kib);
             record(
                 &mut rows,
                 Row {
                     mode: "isolated",
                     name: format!(
-                        "bridge, ordering={ordering}, queue={queue}, fast hook, 100 senders"
+                        "bridge, ordering={ordering}, queue={}, fast hook, 100 senders",
+                        queue.name()
                     ),
-                    measured,
+                    measured: run.measured,
                 },
             );
         }
     }
-    let scraping = scrape_pair(&fast_hook, load).await?;
+    if let Some(postgres) = &postgres {
+        scale_out::empty_queue(postgres);
+        let run = bridge_row(
+            &fast_hook,
+            "conversation",
+            Queue::Postgres(postgres),
+            load,
+            false,
+        )
+        .await?;
+        let measured = run.measured;
+        notes.push(format!(
+            "isolated, queue=postgres: PostgreSQL (postmaster, backends, helpers) {:.2} CPU-s / 10k, the bridge {:.2}",
+            scale_out::per_10k(run.postgres_cpu_seconds.unwrap_or(0.0), &measured),
+            scale_out::per_10k(measured.cpu_seconds.unwrap_or(0.0), &measured),
+        ));
+        record(
+            &mut rows,
+            Row {
+                mode: "isolated",
+                name: "bridge, ordering=conversation, queue=postgres, fast hook, 100 senders"
+                    .into(),
+                measured,
+            },
+        );
+    }
+
+    let mut stalled = None;
+    if !args.scale_out_only {
+        other_isolated_rows(&mut rows, &fast_hook, &slow_hook, load, &scale).await?;
+        stalled = Some(stalled_row(scale.stalled).await?);
+    }
+
+    if with_prosody {
+        e2e_rows(&mut rows, &fast_hook, scale.per_client).await?;
+    } else {
+        println!("(end-to-end rows through Prosody skipped)");
+    }
+    if with_ejabberd {
+        scale_out::ejabberd_rows(
+            &mut rows,
+            &mut notes,
+            &fast_hook,
+            scale.per_client,
+            postgres.as_ref(),
+        )
+        .await?;
+    } else {
+        println!("(end-to-end rows through ejabberd skipped: --no-ejabberd)");
+    }
+
+    report::print_table(&rows);
+    if !notes.is_empty() {
+        println!();
+        println!("CPU of the servers, from /proc (their whole process trees):");
+        for note in &notes {
+            println!("- {note}");
+        }
+    }
+    if let Some((written, stalled_rss)) = stalled {
+        println!();
+        println!(
+            "memory: idle RSS {:.1} MiB; with a stalled hook, {written} stanzas pushed (the queue holds 10,000, the rest are refused with resource-constraint, and the bridge stops reading when its writes back block), peak RSS {:.1} MiB",
+            idle_rss as f64 / 1024.0,
+            stalled_rss as f64 / 1024.0
+        );
+    }
+    print_targets(&rows, idle_rss, stalled.map(|(_, rss)| rss));
+    Ok(())
+}
+
+/// Fails with what to install, or which flag skips the rows, when a server the run needs is
+/// missing.
+fn ensure_installed(
+    wanted: bool,
+    installed: bool,
+    what: &str,
+    package: &str,
+    skip_flag: &str,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !wanted || installed,
+        "{what} is not installed: install Debian's {package} package, or pass {skip_flag}"
+    );
+    Ok(())
+}
+
+/// The isolated rows besides the queue comparison: the scrape-cost pair, HTTP/2, the slow hook
+/// and the API.
+async fn other_isolated_rows(
+    rows: &mut Vec<Row>,
+    fast_hook: &str,
+    slow_hook: &str,
+    load: Load,
+    scale: &Scale,
+) -> anyhow::Result<()> {
+    let scraping = scrape_pair(fast_hook, load).await?;
     for (measured, what) in scraping
         .into_iter()
         .zip(["[api] on, no scraping", "scraping /metrics every 100 ms"])
     {
         record(
-            &mut rows,
+            rows,
             Row {
                 mode: "isolated",
                 name: format!(
@@ -149,9 +301,11 @@ async fn main() -> anyhow::Result<()> {
             },
         );
     }
-    let (measured, _) = bridge_row(&fast_hook, "none", "memory", load, true).await?;
+    let measured = bridge_row(fast_hook, "none", Queue::Memory, load, true)
+        .await?
+        .measured;
     record(
-        &mut rows,
+        rows,
         Row {
             mode: "isolated",
             name: "bridge, ordering=none, queue=memory, fast hook over HTTP/2 (h2c), 100 senders"
@@ -164,18 +318,22 @@ async fn main() -> anyhow::Result<()> {
         senders: 100,
         window: 512,
     };
-    let (measured, _) = bridge_row(&slow_hook, "none", "durable", slow, false).await?;
+    let measured = bridge_row(slow_hook, "none", Queue::Durable, slow, false)
+        .await?
+        .measured;
     record(
-        &mut rows,
+        rows,
         Row {
             mode: "isolated",
             name: "bridge, ordering=none, queue=durable, hook 10 ms, 100 senders".into(),
             measured,
         },
     );
-    let (measured, _) = bridge_row(&slow_hook, "conversation", "durable", slow, false).await?;
+    let measured = bridge_row(slow_hook, "conversation", Queue::Durable, slow, false)
+        .await?
+        .measured;
     record(
-        &mut rows,
+        rows,
         Row {
             mode: "isolated",
             name: "bridge, ordering=conversation, queue=durable, hook 10 ms, 100 senders".into(),
@@ -187,10 +345,11 @@ async fn main() -> anyhow::Result<()> {
         senders: 1,
         window: 64,
     };
-    let (measured, _) =
-        bridge_row(&slow_hook, "conversation", "durable", one_sender, false).await?;
+    let measured = bridge_row(slow_hook, "conversation", Queue::Durable, one_sender, false)
+        .await?
+        .measured;
     record(
-        &mut rows,
+        rows,
         Row {
             mode: "isolated",
             name: "bridge, ordering=conversation, queue=durable, hook 10 ms, 1 sender".into(),
@@ -198,29 +357,7 @@ async fn main() -> anyhow::Result<()> {
         },
     );
 
-    api_rows(&mut rows, scale.fast / 2).await?;
-
-    let (written, stalled_rss) = stalled_row(scale.stalled).await?;
-
-    if args.no_prosody {
-        println!("(end-to-end rows skipped: --no-prosody)");
-    } else if !e2e::prosody_available() {
-        anyhow::bail!(
-            "prosody is not installed: install Debian's prosody package, or pass --no-prosody"
-        );
-    } else {
-        e2e_rows(&mut rows, &fast_hook, scale.per_client).await?;
-    }
-
-    report::print_table(&rows);
-    println!();
-    println!(
-        "memory: idle RSS {:.1} MiB; with a stalled hook, {written} stanzas pushed (the queue holds 10,000, the rest are refused with resource-constraint, and the bridge stops reading when its writes back block), peak RSS {:.1} MiB",
-        idle_rss as f64 / 1024.0,
-        stalled_rss as f64 / 1024.0
-    );
-    print_targets(&rows, idle_rss, stalled_rss);
-    Ok(())
+    api_rows(rows, scale.fast / 2).await
 }
 
 /// Adds a finished row, telling the person waiting which one it was.
@@ -234,19 +371,53 @@ fn record(rows: &mut Vec<Row>, row: Row) {
     rows.push(row);
 }
 
-/// One bridge run: spawn, accept, drive, measure the bridge's CPU and memory.
+/// The queue a bridge row runs with.
+#[derive(Clone, Copy)]
+enum Queue<'a> {
+    Memory,
+    Durable,
+    /// `queue = "postgres"` on this database, as its only instance.
+    Postgres(&'a Postgres),
+}
+
+impl Queue<'_> {
+    fn name(self) -> &'static str {
+        match self {
+            Queue::Memory => "memory",
+            Queue::Durable => "durable",
+            Queue::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// What one bridge row measured.
+struct BridgeRun {
+    measured: Measured,
+    /// The bridge's RSS once connected, before the load.
+    idle_rss_kib: u64,
+    /// What the shared queue's PostgreSQL spent during the load, if the row had one.
+    postgres_cpu_seconds: Option<f64>,
+}
+
+/// One bridge run: spawn, accept, drive, measure the bridge's CPU and memory (and the
+/// PostgreSQL's CPU with the shared queue).
 async fn bridge_row(
     hook_url: &str,
     ordering: &str,
-    queue: &str,
+    queue: Queue<'_>,
     load: Load,
     http2: bool,
-) -> anyhow::Result<(Measured, u64)> {
+) -> anyhow::Result<BridgeRun> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let postgres = match queue {
+        Queue::Postgres(postgres) => Some(postgres),
+        Queue::Memory | Queue::Durable => None,
+    };
     let bridge = Bridge::spawn(&BridgeOptions {
         ordering,
         http2,
-        queue,
+        queue: queue.name(),
+        shared_queue: postgres.map(|postgres| scale_out::shared_queue(postgres, "bench-isolated")),
         ..BridgeOptions::defaults(
             listener.local_addr()?.to_string(),
             isolated::SECRET,
@@ -256,11 +427,19 @@ async fn bridge_row(
     let accepted = isolated::accept_bridge(&listener).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = bridge.stats();
+    let postgres_before = postgres.map(scale_out::postgres_cpu_seconds);
     let (mut measured, _) = isolated::drive(accepted, load).await?;
     let after = bridge.stats();
+    let postgres_cpu_seconds = postgres
+        .zip(postgres_before)
+        .map(|(postgres, before)| scale_out::postgres_cpu_seconds(postgres) - before);
     measured.cpu_seconds = Some(after.cpu_seconds - before.cpu_seconds);
     measured.peak_rss_kib = Some(after.peak_rss_kib);
-    Ok((measured, before.rss_kib))
+    Ok(BridgeRun {
+        measured,
+        idle_rss_kib: before.rss_kib,
+        postgres_cpu_seconds,
+    })
 }
 
 /// A bridge with the API listening, connecting to the returned listener as its XMPP server.
@@ -490,46 +669,57 @@ async fn stalled_row(total: usize) -> anyhow::Result<(usize, u64)> {
     Ok((written, bridge.stats().peak_rss_kib))
 }
 
-fn print_targets(rows: &[Row], idle_rss_kib: u64, stalled_rss_kib: u64) {
-    let rate = |name: &str| {
+fn print_targets(rows: &[Row], idle_rss_kib: u64, stalled_rss_kib: Option<u64>) {
+    // A row by its mode and the start of its name; a target whose rows did not run (skipped
+    // servers, a subset of rows) is not printed.
+    let row = |mode: &str, name: &str| {
         rows.iter()
-            .find(|r| r.name.starts_with(name))
-            .map(|r| r.measured.per_second())
-            .unwrap_or(0.0)
-    };
-    let ceiling = rate("ceiling: HTTP");
-    let none = rate("bridge, ordering=none, queue=memory, fast hook, 100");
-    let conversation = rate("bridge, ordering=conversation, queue=memory, fast hook, 100");
-    let durable = rate("bridge, ordering=conversation, queue=durable, fast hook, 100");
-    let row = |name: &str| {
-        rows.iter()
-            .find(|r| r.name.starts_with(name))
+            .find(|r| r.mode == mode && r.name.starts_with(name))
             .map(|r| &r.measured)
     };
+    let rate = |name: &str| row("isolated", name).map(Measured::per_second);
     let check = |ok: bool| if ok { "met" } else { "MISSED" };
     println!();
     println!("targets:");
-    println!(
-        "- isolated, ordering=none, fast hook ≥ 40,000/s: {none:.0}/s — {}",
-        check(none >= 40_000.0)
-    );
-    println!(
-        "- isolated, ordering=none ≥ 0.5 × HTTP-only ceiling ({ceiling:.0}/s): ratio {:.2} — {}",
-        none / ceiling.max(1.0),
-        check(none >= 0.5 * ceiling)
-    );
-    println!(
-        "- isolated, ordering=conversation, 100 senders ≥ 20,000/s: {conversation:.0}/s — {}",
-        check(conversation >= 20_000.0)
-    );
-    println!(
-        "- isolated, ordering=conversation, 100 senders, durable queue ≥ 0.7 × in-memory ({conversation:.0}/s): {durable:.0}/s, ratio {:.2} — {}",
-        durable / conversation.max(1.0),
-        check(durable >= 0.7 * conversation)
-    );
+    let none = rate("bridge, ordering=none, queue=memory, fast hook, 100");
+    if let Some(none) = none {
+        println!(
+            "- isolated, ordering=none, fast hook ≥ 40,000/s: {none:.0}/s — {}",
+            check(none >= 40_000.0)
+        );
+    }
+    if let (Some(none), Some(ceiling)) = (none, rate("ceiling: HTTP")) {
+        println!(
+            "- isolated, ordering=none ≥ 0.5 × HTTP-only ceiling ({ceiling:.0}/s): ratio {:.2} — {}",
+            none / ceiling.max(1.0),
+            check(none >= 0.5 * ceiling)
+        );
+    }
+    let conversation = rate("bridge, ordering=conversation, queue=memory, fast hook, 100");
+    if let Some(conversation) = conversation {
+        println!(
+            "- isolated, ordering=conversation, 100 senders ≥ 20,000/s: {conversation:.0}/s — {}",
+            check(conversation >= 20_000.0)
+        );
+    }
+    for (queue, target) in [("durable", 0.7), ("postgres", 0.5)] {
+        let queued = rate(&format!(
+            "bridge, ordering=conversation, queue={queue}, fast hook, 100"
+        ));
+        if let (Some(conversation), Some(queued)) = (conversation, queued) {
+            println!(
+                "- isolated, ordering=conversation, 100 senders, {queue} queue ≥ {target} × in-memory ({conversation:.0}/s): {queued:.0}/s, ratio {:.2} — {}",
+                queued / conversation.max(1.0),
+                check(queued >= target * conversation)
+            );
+        }
+    }
     if let (Some(ceiling), Some(bridge)) = (
-        row("ceiling: trivial component"),
-        row("bridge, ordering=conversation, queue=durable, fast hook, 20"),
+        row("prosody", "ceiling: trivial component"),
+        row(
+            "prosody",
+            "bridge, ordering=conversation, queue=durable, fast hook, 20",
+        ),
     ) {
         let ratio = bridge.per_second() / ceiling.per_second().max(1.0);
         println!(
@@ -547,8 +737,14 @@ fn print_targets(rows: &[Row], idle_rss_kib: u64, stalled_rss_kib: u64) {
         );
     }
     if let (Some(plain), Some(scraped)) = (
-        row("bridge, ordering=conversation, queue=durable, fast hook, 100 senders, [api] on"),
-        row("bridge, ordering=conversation, queue=durable, fast hook, 100 senders, scraping"),
+        row(
+            "isolated",
+            "bridge, ordering=conversation, queue=durable, fast hook, 100 senders, [api] on",
+        ),
+        row(
+            "isolated",
+            "bridge, ordering=conversation, queue=durable, fast hook, 100 senders, scraping",
+        ),
     ) {
         let extra = cpu_per_stanza(scraped) / cpu_per_stanza(plain).max(f64::MIN_POSITIVE) - 1.0;
         println!(
@@ -559,7 +755,10 @@ fn print_targets(rows: &[Row], idle_rss_kib: u64, stalled_rss_kib: u64) {
             check(extra < 0.02)
         );
     }
-    if let (Some(ceiling), Some(api)) = (row("ceiling: hyper answering 202"), row("API: POST")) {
+    if let (Some(ceiling), Some(api)) = (
+        row("isolated", "ceiling: hyper answering 202"),
+        row("isolated", "API: POST"),
+    ) {
         let ratio = api.per_second() / ceiling.per_second().max(1.0);
         println!(
             "- API alone ≥ 0.5 × hyper answering 202 ({:.0}/s): {:.0}/s, ratio {ratio:.2} — {}",
@@ -568,8 +767,10 @@ fn print_targets(rows: &[Row], idle_rss_kib: u64, stalled_rss_kib: u64) {
             check(ratio >= 0.5)
         );
     }
-    if let (Some(ceiling), Some(api)) = (row("ceiling: trivial component writing"), row("API → "))
-    {
+    if let (Some(ceiling), Some(api)) = (
+        row("prosody", "ceiling: trivial component writing"),
+        row("prosody", "API → "),
+    ) {
         let ratio = api.per_second() / ceiling.per_second().max(1.0);
         println!(
             "- API → Prosody → clients ≥ 0.8 × trivial component writing ({:.0}/s): {:.0}/s, ratio {ratio:.2} — {}",
@@ -578,14 +779,50 @@ fn print_targets(rows: &[Row], idle_rss_kib: u64, stalled_rss_kib: u64) {
             check(ratio >= 0.8)
         );
     }
-    println!(
-        "- idle RSS ≤ 30 MiB: {:.1} MiB — {}",
-        idle_rss_kib as f64 / 1024.0,
-        check(idle_rss_kib <= 30 * 1024)
-    );
-    println!(
-        "- RSS with a stalled hook ≤ 100 MiB: {:.1} MiB — {}",
-        stalled_rss_kib as f64 / 1024.0,
-        check(stalled_rss_kib <= 100 * 1024)
-    );
+    if let Some(stalled_rss_kib) = stalled_rss_kib {
+        println!(
+            "- idle RSS ≤ 30 MiB: {:.1} MiB — {}",
+            idle_rss_kib as f64 / 1024.0,
+            check(idle_rss_kib <= 30 * 1024)
+        );
+        println!(
+            "- RSS with a stalled hook ≤ 100 MiB: {:.1} MiB — {}",
+            stalled_rss_kib as f64 / 1024.0,
+            check(stalled_rss_kib <= 100 * 1024)
+        );
+    }
+    print_ejabberd_ratios(rows);
+}
+
+/// Through ejabberd, each bridge row against the ceiling of the same server set-up (no target:
+/// these rows say what scaling out costs and gains).
+fn print_ejabberd_ratios(rows: &[Row]) {
+    let ejabberd: Vec<&Row> = rows.iter().filter(|r| r.mode == "ejabberd").collect();
+    if ejabberd.is_empty() {
+        return;
+    }
+    println!();
+    println!("through ejabberd, each bridge row against the ceiling before it:");
+    let mut ceiling: Option<&Row> = None;
+    for row in ejabberd {
+        if row.name.starts_with("ceiling") {
+            ceiling = Some(row);
+            continue;
+        }
+        let Some(ceiling) = ceiling else {
+            continue;
+        };
+        let (bridge, top) = (&row.measured, &ceiling.measured);
+        println!(
+            "- {}: {:.0}/s of {:.0}/s, ratio {:.2}; p50 {:.2} ms, p99 {:.2} ms (ceiling {:.2} / {:.2} ms)",
+            row.name,
+            bridge.per_second(),
+            top.per_second(),
+            bridge.per_second() / top.per_second().max(1.0),
+            bridge.percentile(0.5).as_secs_f64() * 1e3,
+            bridge.percentile(0.99).as_secs_f64() * 1e3,
+            top.percentile(0.5).as_secs_f64() * 1e3,
+            top.percentile(0.99).as_secs_f64() * 1e3,
+        );
+    }
 }

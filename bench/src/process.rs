@@ -21,14 +21,23 @@ pub struct BridgeOptions<'a> {
     pub max_in_flight: usize,
     pub hook_timeout: Duration,
     pub http2: bool,
-    /// `queue = "durable"` or `"memory"`.
+    /// `queue = "durable"`, `"memory"` or `"postgres"`.
     pub queue: &'a str,
+    /// With `queue = "postgres"`: the shared database and this instance's name in it.
+    pub shared_queue: Option<SharedQueue>,
     /// `retry_for`; `None` leaves the bridge's default (24 h).
     pub retry_for: Option<Duration>,
     /// `retry_max_interval`; `None` leaves the bridge's default (5 min).
     pub retry_max_interval: Option<Duration>,
     /// Tables appended to the configuration (e.g. `[api]`).
     pub extra: String,
+}
+
+/// What an instance on the shared queue is told besides `queue = "postgres"`.
+#[derive(Debug, Clone)]
+pub struct SharedQueue {
+    pub postgres_url: String,
+    pub instance: String,
 }
 
 impl<'a> BridgeOptions<'a> {
@@ -45,6 +54,7 @@ impl<'a> BridgeOptions<'a> {
             hook_timeout: Duration::from_secs(15),
             http2: false,
             queue: "durable",
+            shared_queue: None,
             retry_for: None,
             retry_max_interval: None,
             extra: String::new(),
@@ -67,18 +77,25 @@ pub fn bridge_binary() -> anyhow::Result<PathBuf> {
 impl Bridge {
     pub fn spawn(options: &BridgeOptions<'_>) -> anyhow::Result<Bridge> {
         let dir = tempfile::tempdir()?;
-        let mut retry = String::new();
+        // Top-level keys; the tables come after them.
+        let mut top_level = String::new();
         if let Some(retry_for) = options.retry_for {
-            retry.push_str(&format!("retry_for = \"{}s\"\n", retry_for.as_secs()));
+            top_level.push_str(&format!("retry_for = \"{}s\"\n", retry_for.as_secs()));
         }
         if let Some(interval) = options.retry_max_interval {
-            retry.push_str(&format!(
+            top_level.push_str(&format!(
                 "retry_max_interval = \"{}s\"\n",
                 interval.as_secs().max(1)
             ));
         }
+        if let Some(shared) = &options.shared_queue {
+            top_level.push_str(&format!(
+                "postgres_url = \"{}\"\ninstance = \"{}\"\n",
+                shared.postgres_url, shared.instance
+            ));
+        }
         let config = format!(
-            "domain = \"bot.localhost\"\nserver = \"{}\"\nsecret = \"{}\"\nordering = \"{}\"\nmax_in_flight = {}\nqueue = \"{}\"\n{retry}\
+            "domain = \"bot.localhost\"\nserver = \"{}\"\nsecret = \"{}\"\nordering = \"{}\"\nmax_in_flight = {}\nqueue = \"{}\"\n{top_level}\
              [webhook]\nurl = \"{}\"\ntimeout = \"{}s\"\nhttp2_prior_knowledge = {}\n{}\n",
             options.server,
             options.secret,
@@ -211,6 +228,45 @@ impl ProcStats {
             peak_rss_kib: field("VmHWM:"),
         }
     }
+}
+
+/// CPU seconds used so far by a server and every process under it (a PostgreSQL's backends
+/// and helpers, an Erlang VM's port programs): each one's own time and that of the children it
+/// has reaped, so that a backend which ended between two readings still counts.
+pub fn tree_cpu_seconds(root: u32) -> f64 {
+    let ticks = clock_ticks();
+    // (pid, parent, own and reaped children's CPU ticks) of every process.
+    let processes: Vec<(u32, u32, f64)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            // After the command name: state, ppid (field 4), …, utime, stime, cutime, cstime
+            // (fields 14 to 17).
+            let parent = fields.get(1)?.parse().ok()?;
+            let ticks: f64 = fields
+                .get(11..15)?
+                .iter()
+                .map(|value| value.parse::<f64>().unwrap_or_default())
+                .sum();
+            Some((pid, parent, ticks))
+        })
+        .collect();
+    let mut inside = vec![root];
+    let mut total = 0.0;
+    while let Some(pid) = inside.pop() {
+        for (child, parent, child_ticks) in &processes {
+            if *child == pid {
+                total += child_ticks;
+            }
+            if *parent == pid {
+                inside.push(*child);
+            }
+        }
+    }
+    total / ticks
 }
 
 fn clock_ticks() -> f64 {
