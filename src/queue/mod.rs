@@ -15,6 +15,7 @@ pub mod memory;
 pub mod postgres;
 pub mod redb;
 pub mod retry;
+mod writes;
 
 use std::path::PathBuf;
 use std::sync::Arc;

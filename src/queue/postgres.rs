@@ -21,7 +21,7 @@
 //! instance comes first. Like the other backends, this module stores bytes: it does not parse
 //! stanzas, schedule or call anything.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,14 +30,15 @@ use async_trait::async_trait;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Connection, PgConnection, Postgres, Row, SqlSafeStr, Transaction};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::config::PostgresConfig;
 use crate::limits;
+use crate::queue::writes::{TakeOnce, Write, Writes, answer, drain_into};
 use crate::queue::{
     Admitted, Backend, Committed, DeadLetter, Direction, Entry, QueueError, QueueStats, Remembered,
-    Selection, now_ms, written,
+    Selection, now_ms,
 };
 
 /// The schema, one step per version; a released step is never edited, only followed by another.
@@ -143,20 +144,6 @@ fn connect_options(config: &PostgresConfig) -> Result<PgConnectOptions, QueueErr
         .application_name(&format!("component-http {}", config.instance)))
 }
 
-enum Write {
-    Append(
-        Entry,
-        Option<Remembered>,
-        oneshot::Sender<Result<Admitted, String>>,
-    ),
-    Remember(Remembered, oneshot::Sender<Result<(), String>>),
-    ForgetExpired(u64),
-    Remove(u64),
-    Bury(u64, String, oneshot::Sender<Result<(), String>>),
-    Release(String),
-    Flush(oneshot::Sender<()>),
-}
-
 #[derive(Clone)]
 pub struct PostgresQueue {
     inner: Arc<Inner>,
@@ -168,9 +155,9 @@ struct Inner {
     /// Random per database: makes `webhook-id`s unique even if the database is made anew.
     database_id: u64,
     positions: Mutex<Positions>,
-    writes: mpsc::Sender<Write>,
-    failed_appends: Mutex<Option<mpsc::UnboundedReceiver<Vec<u64>>>>,
-    arrivals: Mutex<Option<mpsc::UnboundedReceiver<Vec<Entry>>>>,
+    writes: Writes,
+    failed_appends: TakeOnce<mpsc::UnboundedReceiver<Vec<u64>>>,
+    arrivals: TakeOnce<mpsc::UnboundedReceiver<Vec<Entry>>>,
     last_failure: Arc<Mutex<Option<String>>>,
 }
 
@@ -220,14 +207,14 @@ impl PostgresQueue {
                 .await?;
         let first_block = fetch_block(&pool).await?;
 
-        let (writes, queue) = mpsc::channel(limits::QUEUE_WRITE_BACKLOG);
+        let (writes, queue) = Writes::channel();
         let (failed_tx, failed_rx) = mpsc::unbounded_channel();
         let (arrivals_tx, arrivals_rx) = mpsc::unbounded_channel();
         let last_failure = Arc::new(Mutex::new(None));
         let writer = Writer {
             pool: pool.clone(),
             instance: config.instance.clone(),
-            claimed: HashMap::new(),
+            claimed: HashSet::new(),
             unremoved: Vec::new(),
             failed_appends: failed_tx,
             last_failure: last_failure.clone(),
@@ -257,16 +244,11 @@ impl PostgresQueue {
                     fetching: false,
                 }),
                 writes,
-                failed_appends: Mutex::new(Some(failed_rx)),
-                arrivals: Mutex::new(Some(arrivals_rx)),
+                failed_appends: TakeOnce::new(failed_rx),
+                arrivals: TakeOnce::new(arrivals_rx),
                 last_failure,
             }),
         })
-    }
-
-    async fn write(&self, write: Write) {
-        // If the writer is gone, the write's reply channel is dropped and its waiter is told.
-        let _ = self.inner.writes.send(write).await;
     }
 
     /// Starts fetching the next block of positions, unless that is under way or done.
@@ -356,27 +338,19 @@ impl Backend for PostgresQueue {
     }
 
     async fn append(&self, entry: Entry, remember: Option<Remembered>) -> Committed {
-        let (done, committed) = oneshot::channel();
-        self.write(Write::Append(entry, remember, done)).await;
-        Committed(committed)
+        self.inner.writes.append(entry, remember).await
     }
 
     async fn release(&self, conversation: String) {
-        self.write(Write::Release(conversation)).await;
+        self.inner.writes.release(conversation).await;
     }
 
     fn arrivals(&self) -> Option<mpsc::UnboundedReceiver<Vec<Entry>>> {
-        self.inner
-            .arrivals
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
+        self.inner.arrivals.take()
     }
 
     async fn remember(&self, remembered: Remembered) -> Result<(), String> {
-        let (done, committed) = oneshot::channel();
-        self.write(Write::Remember(remembered, done)).await;
-        written(committed).await
+        self.inner.writes.remember(remembered).await
     }
 
     async fn recall(&self, key: &str) -> Result<Option<Remembered>, QueueError> {
@@ -397,32 +371,23 @@ impl Backend for PostgresQueue {
     }
 
     async fn forget_expired(&self, now_ms: u64) {
-        self.write(Write::ForgetExpired(now_ms)).await;
+        self.inner.writes.forget_expired(now_ms).await;
     }
 
     async fn remove(&self, position: u64) {
-        self.write(Write::Remove(position)).await;
+        self.inner.writes.remove(position).await;
     }
 
     async fn bury(&self, position: u64, reason: String) -> Result<(), String> {
-        let (done, buried) = oneshot::channel();
-        self.write(Write::Bury(position, reason, done)).await;
-        written(buried).await
+        self.inner.writes.bury(position, reason).await
     }
 
     async fn flush(&self) {
-        let (done, flushed) = oneshot::channel();
-        if self.inner.writes.send(Write::Flush(done)).await.is_ok() {
-            let _ = flushed.await;
-        }
+        self.inner.writes.flush().await;
     }
 
     fn failed_appends(&self) -> Option<mpsc::UnboundedReceiver<Vec<u64>>> {
-        self.inner
-            .failed_appends
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
+        self.inner.failed_appends.take()
     }
 
     /// This instance's stanzas, oldest first; the ones handed to it count as arrived.
@@ -589,7 +554,7 @@ struct Writer {
     pool: PgPool,
     instance: String,
     /// Conversations this instance holds, as far as it knows: their appends need no claim.
-    claimed: HashMap<String, ()>,
+    claimed: HashSet<String>,
     /// Removals whose commit failed, tried again with the next one.
     unremoved: Vec<u64>,
     failed_appends: mpsc::UnboundedSender<Vec<u64>>,
@@ -601,54 +566,23 @@ impl Writer {
         let mut batch = Vec::new();
         while let Some(first) = queue.recv().await {
             batch.push(first);
-            while batch.len() < limits::QUEUE_GROUP_COMMIT_MAX {
-                match queue.try_recv() {
-                    Ok(write) => batch.push(write),
-                    Err(_) => break,
-                }
-            }
-            let result = self.commit(&batch).await;
-            *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) =
-                result.as_ref().err().cloned();
-            let mut claims = match result {
-                Ok(claims) => {
-                    self.unremoved.clear();
-                    Ok(claims)
-                }
+            drain_into(&mut batch, &mut queue);
+            let (result, mut claims) = match self.commit(&batch).await {
+                Ok(claims) => (Ok(()), claims),
                 Err(reason) => {
                     error!("the PostgreSQL queue could not be written: {reason}");
-                    Err(reason)
+                    (Err(reason), Claims::default())
                 }
             };
-            let mut failed = Vec::new();
-            for write in batch.drain(..) {
-                match write {
-                    Write::Append(entry, _, done) => {
-                        let admitted = match &mut claims {
-                            Err(reason) => {
-                                failed.push(entry.position);
-                                Err(reason.clone())
-                            }
-                            Ok(claims) => Ok(admitted(claims, &entry)),
-                        };
-                        let _ = done.send(admitted);
-                    }
-                    Write::Bury(_, _, done) | Write::Remember(_, done) => {
-                        let _ = done.send(claims.as_ref().map(|_| ()).map_err(Clone::clone));
-                    }
-                    Write::Remove(position) => {
-                        if claims.is_err() {
-                            self.unremoved.push(position);
-                        }
-                    }
-                    Write::Flush(done) => {
-                        let _ = done.send(());
-                    }
-                    Write::ForgetExpired(_) | Write::Release(_) => {}
-                }
+            *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) =
+                result.as_ref().err().cloned();
+            if result.is_ok() {
+                self.unremoved.clear();
             }
-            if !failed.is_empty() {
-                let _ = self.failed_appends.send(failed);
+            let unwritten = answer(&mut batch, &result, |entry| admitted(&mut claims, entry));
+            self.unremoved.extend(unwritten.removals);
+            if !unwritten.appends.is_empty() {
+                let _ = self.failed_appends.send(unwritten.appends);
             }
         }
     }
@@ -672,7 +606,7 @@ impl Writer {
                     if let Some(conversation) = &entry.conversation
                         && !claims.held_elsewhere.contains_key(conversation)
                     {
-                        self.claimed.insert(conversation.clone(), ());
+                        self.claimed.insert(conversation.clone());
                     }
                 }
                 Write::Release(conversation) => {
@@ -696,7 +630,7 @@ impl Writer {
                 Write::Append(entry, ..) => entry.conversation.as_deref(),
                 _ => None,
             })
-            .filter(|conversation| !self.claimed.contains_key(*conversation))
+            .filter(|conversation| !self.claimed.contains(*conversation))
             .collect();
         wanted.sort_unstable();
         wanted.dedup();

@@ -23,13 +23,14 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::limits;
+use crate::queue::writes::{TakeOnce, Write, Writes, answer, drain_into};
 use crate::queue::{
     Admitted, Backend, Committed, DeadLetter, Direction, Entry, QueueError, QueueStats, Remembered,
-    Selection, now_ms, written,
+    Selection, now_ms,
 };
 
 /// Position in the queue → [`Entry`] bytes.
@@ -66,19 +67,6 @@ from_redb!(
     redb::CommitError
 );
 
-enum Write {
-    Append(
-        Entry,
-        Option<Remembered>,
-        oneshot::Sender<Result<Admitted, String>>,
-    ),
-    Remember(Remembered, oneshot::Sender<Result<(), String>>),
-    ForgetExpired(u64),
-    Remove(u64),
-    Bury(u64, String, oneshot::Sender<Result<(), String>>),
-    Flush(oneshot::Sender<()>),
-}
-
 #[derive(Clone)]
 pub struct RedbQueue {
     inner: Arc<Inner>,
@@ -87,11 +75,11 @@ pub struct RedbQueue {
 struct Inner {
     /// The open database; `None` while the writer reopens it after an I/O error.
     db: Arc<RwLock<Option<Arc<Database>>>>,
-    writes: mpsc::Sender<Write>,
+    writes: Writes,
     next_position: AtomicU64,
     instance: u64,
     /// Positions of appends whose commit failed, one batch per failed commit.
-    failed_appends: Mutex<Option<mpsc::UnboundedReceiver<Vec<u64>>>>,
+    failed_appends: TakeOnce<mpsc::UnboundedReceiver<Vec<u64>>>,
     /// Why the last commit failed; `None` once one succeeds.
     last_failure: Arc<Mutex<Option<String>>>,
 }
@@ -107,7 +95,7 @@ impl RedbQueue {
         let db = open_database(&path)?;
         let (next_position, instance) = init_meta(&db)?;
         let db = Arc::new(RwLock::new(Some(Arc::new(db))));
-        let (writes, queue) = mpsc::channel(limits::QUEUE_WRITE_BACKLOG);
+        let (writes, queue) = Writes::channel();
         let (failed_tx, failed_rx) = mpsc::unbounded_channel();
         let last_failure = Arc::new(Mutex::new(None));
         let writer = Writer {
@@ -131,7 +119,7 @@ impl RedbQueue {
                 writes,
                 next_position: AtomicU64::new(next_position),
                 instance,
-                failed_appends: Mutex::new(Some(failed_rx)),
+                failed_appends: TakeOnce::new(failed_rx),
                 last_failure,
             }),
         })
@@ -145,11 +133,6 @@ impl RedbQueue {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
             .ok_or(QueueError::Reopening)
-    }
-
-    async fn write(&self, write: Write) {
-        // If the writer is gone, the write's reply channel is dropped and its waiter is told.
-        let _ = self.inner.writes.send(write).await;
     }
 
     /// Runs a blocking read or command on a thread of its own.
@@ -252,15 +235,11 @@ impl Backend for RedbQueue {
     }
 
     async fn append(&self, entry: Entry, remember: Option<Remembered>) -> Committed {
-        let (done, committed) = oneshot::channel();
-        self.write(Write::Append(entry, remember, done)).await;
-        Committed(committed)
+        self.inner.writes.append(entry, remember).await
     }
 
     async fn remember(&self, remembered: Remembered) -> Result<(), String> {
-        let (done, committed) = oneshot::channel();
-        self.write(Write::Remember(remembered, done)).await;
-        written(committed).await
+        self.inner.writes.remember(remembered).await
     }
 
     async fn recall(&self, key: &str) -> Result<Option<Remembered>, QueueError> {
@@ -277,32 +256,23 @@ impl Backend for RedbQueue {
     }
 
     async fn forget_expired(&self, now_ms: u64) {
-        self.write(Write::ForgetExpired(now_ms)).await;
+        self.inner.writes.forget_expired(now_ms).await;
     }
 
     async fn remove(&self, position: u64) {
-        self.write(Write::Remove(position)).await;
+        self.inner.writes.remove(position).await;
     }
 
     async fn bury(&self, position: u64, reason: String) -> Result<(), String> {
-        let (done, buried) = oneshot::channel();
-        self.write(Write::Bury(position, reason, done)).await;
-        written(buried).await
+        self.inner.writes.bury(position, reason).await
     }
 
     async fn flush(&self) {
-        let (done, flushed) = oneshot::channel();
-        if self.inner.writes.send(Write::Flush(done)).await.is_ok() {
-            let _ = flushed.await;
-        }
+        self.inner.writes.flush().await;
     }
 
     fn failed_appends(&self) -> Option<mpsc::UnboundedReceiver<Vec<u64>>> {
-        self.inner
-            .failed_appends
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
+        self.inner.failed_appends.take()
     }
 
     async fn pending(&self) -> Result<Vec<Entry>, QueueError> {
@@ -469,31 +439,10 @@ impl Writer {
                 drain_into(&mut batch, &mut queue);
             }
             let result = self.commit(&batch).map_err(|e| e.to_string());
-            let mut failed = Vec::new();
-            for write in batch.drain(..) {
-                match write {
-                    Write::Append(entry, _, done) => {
-                        if result.is_err() {
-                            failed.push(entry.position);
-                        }
-                        let _ = done.send(result.clone().map(|()| Admitted::Here));
-                    }
-                    Write::Bury(_, _, done) | Write::Remember(_, done) => {
-                        let _ = done.send(result.clone());
-                    }
-                    Write::ForgetExpired(_) => {}
-                    Write::Flush(done) => {
-                        let _ = done.send(());
-                    }
-                    Write::Remove(position) => {
-                        if result.is_err() {
-                            self.unremoved.push(position);
-                        }
-                    }
-                }
-            }
-            if !failed.is_empty() {
-                let _ = self.failed_appends.send(failed);
+            let unwritten = answer(&mut batch, &result, |_| Admitted::Here);
+            self.unremoved.extend(unwritten.removals);
+            if !unwritten.appends.is_empty() {
+                let _ = self.failed_appends.send(unwritten.appends);
             }
         }
         // Everyone is gone: the database closes when its last reader lets go of it.
@@ -544,16 +493,6 @@ impl Writer {
                 error!("the queue file cannot be opened again yet: {reason}");
                 Err(reason)
             }
-        }
-    }
-}
-
-/// Adds what is queued, up to the most one commit takes.
-fn drain_into(batch: &mut Vec<Write>, queue: &mut mpsc::Receiver<Write>) {
-    while batch.len() < limits::QUEUE_GROUP_COMMIT_MAX {
-        match queue.try_recv() {
-            Ok(write) => batch.push(write),
-            Err(_) => break,
         }
     }
 }
@@ -614,7 +553,7 @@ fn commit(db: &Database, batch: &[Write], unremoved: &[u64]) -> Result<(), Queue
                         dead.insert(position, encode_dead(&letter).as_slice())?;
                     }
                 }
-                Write::Flush(_) => {}
+                Write::Flush(_) | Write::Release(_) => {}
             }
         }
         if let Some(next) = next_position {
