@@ -61,7 +61,7 @@ impl Api {
         }
     }
 
-    fn post(&self, path: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.client
             .post(format!("{}{path}", self.base))
             .timeout(Duration::from_secs(30))
@@ -73,7 +73,7 @@ impl Api {
 }
 
 /// The status and JSON body of a request, which must be sent and answered.
-async fn answer(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+pub(crate) async fn answer(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
     let response = request.send().await.expect("the API answers");
     let status = response.status();
     let body = response.text().await.expect("a body");

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use testkit::postgres::{Postgres, PostgresOptions};
 
+use crate::api;
 use crate::helpers::*;
 
 const ECHO: &str = "echo@bot.localhost";
@@ -329,4 +330,47 @@ async fn with_a_shared_queue_a_refused_second_connection_waits_as_a_standby_and_
     conn.send(&chat(SENDERS[0], ECHO, "s1", "standing by"))
         .await;
     assert_echo(&conn.with_id("s1").await, "standing by");
+}
+
+#[tokio::test]
+async fn an_idempotency_key_holds_across_instances() {
+    if !Postgres::available() {
+        return;
+    }
+    let postgres = Postgres::start(PostgresOptions::default()).await;
+    let mut server = XmppServer::start().await;
+    let hook = Hook::echo().await;
+    let a = api::with_api(instance(&server, &hook, &postgres, "a")).spawn();
+    let mut conn_a = server.accept().await;
+    let b = api::with_api(instance(&server, &hook, &postgres, "b")).spawn();
+    let mut conn_b = server.accept().await;
+    let send = |api: &api::Api, body: &str| {
+        api.post("/v1/stanzas")
+            .bearer_auth(api::TOKEN)
+            .header("idempotency-key", "k-1")
+            .json(&api::message("alice@localhost", body))
+    };
+    let (status, first) = api::answer(send(&api::Api::of(&a).await, "once")).await;
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{first}");
+    // A client retrying through another instance (behind a load balancer) gets the first answer.
+    let api_b = api::Api::of(&b).await;
+    let (status, again) = api::answer(send(&api_b, "once")).await;
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{again}");
+    assert_eq!(again, first, "the first answer, from the shared queue");
+    conn_a
+        .stanza_where("the message", |s| body_of(s).as_deref() == Some("once"))
+        .await;
+    // b sent nothing of it: a marker b sends after it is all b wrote.
+    let (status, _) = api_b
+        .stanza(api::message("alice@localhost", "marker"))
+        .await;
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED);
+    conn_b
+        .stanza_where("the marker", |s| body_of(s).as_deref() == Some("marker"))
+        .await;
+    assert!(
+        !conn_b.output().contains("<body>once</body>"),
+        "{}",
+        conn_b.output()
+    );
 }
