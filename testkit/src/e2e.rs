@@ -232,6 +232,10 @@ pub struct ServerOptions {
     /// Log only what the harness reads (component logins), not every stanza; for
     /// measurements, where logging would slow the server down.
     pub quiet: bool,
+    /// ejabberd only: serve the component's domain over this many connections, each sender's
+    /// bare JID hashed onto a fixed one (README, "Scaling out"). Prosody allows one connection
+    /// per component, so asking it for this is a mistake in the test.
+    pub component_connections: Option<u32>,
 }
 
 /// A throwaway XMPP server of either kind; every method means the same on both.
@@ -251,6 +255,10 @@ impl Server {
     pub async fn start_with(kind: ServerKind, options: &ServerOptions) -> Server {
         match kind {
             ServerKind::Prosody => {
+                assert!(
+                    options.component_connections.is_none(),
+                    "Prosody serves a component over one connection only"
+                );
                 let host_lines = if options.offline_messages {
                     "    modules_enabled = { \"offline\" }"
                 } else {
@@ -265,7 +273,14 @@ impl Server {
                     .await,
                 )
             }
-            ServerKind::Ejabberd => Server::Ejabberd(Ejabberd::start_with(options).await),
+            ServerKind::Ejabberd => {
+                // Hashed on the sender's bare JID, so that a sender's stanzas keep their order.
+                let balancing = options
+                    .component_connections
+                    .map(|n| crate::ejabberd::domain_balancing_yaml(DOMAIN, "bare_source", n))
+                    .unwrap_or_default();
+                Server::Ejabberd(Ejabberd::start_with_yaml(options, &balancing).await)
+            }
         }
     }
 
@@ -410,6 +425,24 @@ impl Bridge {
         };
         bridge.spawn_process();
         bridge
+    }
+
+    /// Makes the bridge post to `hook_url` from its next start on ([`Self::restart`]): so that
+    /// the hook can tell the calls of a restarted process from its predecessor's.
+    pub fn change_hook_url(&self, hook_url: &str) {
+        let path = self.dir.path().join(BRIDGE_CONFIG);
+        let config = std::fs::read_to_string(&path).expect("read the bridge's config");
+        let config: String = config
+            .lines()
+            .map(|line| {
+                if line.starts_with("component_post_url = ") {
+                    format!("component_post_url = \"{hook_url}\"\n")
+                } else {
+                    format!("{line}\n")
+                }
+            })
+            .collect();
+        std::fs::write(&path, config).expect("write the bridge's config");
     }
 
     /// SIGKILLs the bridge: no shutdown, no last commit, nothing flushed.

@@ -29,6 +29,9 @@ pub struct Postgres {
     port: u16,
 }
 
+/// Between the columns of [`Postgres::psql_rows`]: ASCII's unit separator, which XML forbids.
+const FIELD_SEPARATOR: &str = "\u{1f}";
+
 /// Deadline for the server to accept connections.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -146,6 +149,31 @@ impl Postgres {
     pub fn psql(&self, sql: &str) -> String {
         self.psql_in("queue", sql)
             .unwrap_or_else(|error| panic!("psql {sql:?}: {error}"))
+    }
+
+    /// Runs the query `sql` in the database `queue`, like [`Self::psql`]; returns its rows,
+    /// each as its columns' text (NULL as empty). Columns are split on a control character
+    /// that stanzas and names cannot hold, so any text may be selected; only a newline inside
+    /// a value would split its row. It waits for psql without blocking the runtime, so that a
+    /// webhook served by the same runtime keeps answering (and recording) meanwhile.
+    pub async fn psql_rows(&self, sql: &str) -> Vec<Vec<String>> {
+        let output = tokio::process::Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "postgres", "-d", "queue", "-X", "-A", "-t", "-q"])
+            .args(["-F", FIELD_SEPARATOR, "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .await
+            .unwrap_or_else(|e| panic!("cannot run psql: {e}"));
+        assert!(
+            output.status.success(),
+            "psql {sql:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|line| !line.is_empty())
+            .map(|line| line.split(FIELD_SEPARATOR).map(str::to_owned).collect())
+            .collect()
     }
 
     fn psql_in(&self, database: &str, sql: &str) -> Result<String, String> {
