@@ -42,5 +42,6 @@ mod payload;
 mod php;
 mod reconnect;
 mod responses;
+mod scaling;
 mod second_component;
 mod unicode;
