@@ -176,6 +176,9 @@ async fn main() -> anyhow::Result<()> {
         for queue in [Queue::Memory, Queue::Durable] {
             let run = bridge_row(&fast_hook, ordering, queue, load, false).await?;
             idle_rss = idle_rss.max(run.idle_rss_kib);
+            if *ordering == "conversation" {
+                notes.push(run.note(&format!("isolated, queue={}", queue.name())));
+            }
             record(
                 &mut rows,
                 Row {
@@ -199,12 +202,8 @@ async fn main() -> anyhow::Result<()> {
             false,
         )
         .await?;
+        notes.push(run.note("isolated, queue=postgres"));
         let measured = run.measured;
-        notes.push(format!(
-            "isolated, queue=postgres: PostgreSQL (postmaster, backends, helpers) {:.2} CPU-s / 10k, the bridge {:.2}",
-            scale_out::per_10k(run.postgres_cpu_seconds.unwrap_or(0.0), &measured),
-            scale_out::per_10k(measured.cpu_seconds.unwrap_or(0.0), &measured),
-        ));
         record(
             &mut rows,
             Row {
@@ -243,7 +242,9 @@ async fn main() -> anyhow::Result<()> {
     report::print_table(&rows);
     if !notes.is_empty() {
         println!();
-        println!("CPU of the servers, from /proc (their whole process trees):");
+        println!(
+            "around the bridge (CPU-s per 10k stanzas from /proc; a server's whole process tree):"
+        );
         for note in &notes {
             println!("- {note}");
         }
@@ -395,12 +396,22 @@ struct BridgeRun {
     measured: Measured,
     /// The bridge's RSS once connected, before the load.
     idle_rss_kib: u64,
-    /// What the shared queue's PostgreSQL spent during the load, if the row had one.
-    postgres_cpu_seconds: Option<f64>,
+    /// What was spent around the bridge, before and after the load.
+    surroundings: [scale_out::Surroundings; 2],
+    /// What the shared queue's PostgreSQL wrote for the load, if the row had one.
+    written: Option<scale_out::Written>,
 }
 
-/// One bridge run: spawn, accept, drive, measure the bridge's CPU and memory (and the
-/// PostgreSQL's CPU with the shared queue).
+impl BridgeRun {
+    /// What was spent around the bridge during the row, as a note beside the table.
+    fn note(&self, label: &str) -> String {
+        let [before, after] = &self.surroundings;
+        before.note(after, label, &self.measured, self.written)
+    }
+}
+
+/// One bridge run: spawn, accept, drive, measure the bridge's CPU and memory, and what was
+/// spent around it (the PostgreSQL of the shared queue included).
 async fn bridge_row(
     hook_url: &str,
     ordering: &str,
@@ -427,18 +438,21 @@ async fn bridge_row(
     let accepted = isolated::accept_bridge(&listener).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = bridge.stats();
-    let postgres_before = postgres.map(scale_out::postgres_cpu_seconds);
+    let around_before = scale_out::Surroundings::read(postgres, None);
+    let written_before = postgres.map(scale_out::Written::read);
     let (mut measured, _) = isolated::drive(accepted, load).await?;
     let after = bridge.stats();
-    let postgres_cpu_seconds = postgres
-        .zip(postgres_before)
-        .map(|(postgres, before)| scale_out::postgres_cpu_seconds(postgres) - before);
+    let around_after = scale_out::Surroundings::read(postgres, None);
     measured.cpu_seconds = Some(after.cpu_seconds - before.cpu_seconds);
     measured.peak_rss_kib = Some(after.peak_rss_kib);
+    let written = postgres
+        .zip(written_before)
+        .map(|(postgres, before)| before.since(scale_out::Written::read(postgres)));
     Ok(BridgeRun {
         measured,
         idle_rss_kib: before.rss_kib,
-        postgres_cpu_seconds,
+        surroundings: [around_before, around_after],
+        written,
     })
 }
 

@@ -4,10 +4,13 @@
 //! the bridge as one instance, and three instances behind `domain_balancing` on one shared
 //! queue.
 //!
-//! What PostgreSQL and ejabberd spend is read from /proc for the server's whole process tree
-//! (PostgreSQL's backends are processes of their own) and reported as notes beside the table.
+//! What is spent around the bridge in these rows is reported as notes beside the table, so
+//! that a row's rate can be read against the machine's two cores: PostgreSQL's and ejabberd's
+//! CPU (from /proc, for each server's whole process tree: PostgreSQL's backends are processes of
+//! their own), this harness's (the clients and the hook), how busy the machine was, and how much
+//! PostgreSQL wrote per stanza (write transactions and WAL bytes).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use testkit::ejabberd::Ejabberd;
 use testkit::postgres::Postgres;
@@ -41,13 +44,133 @@ pub fn empty_queue(postgres: &Postgres) {
     postgres.psql("DROP SCHEMA IF EXISTS component_http CASCADE");
 }
 
-/// CPU seconds PostgreSQL has used so far: the postmaster, its backends and its helpers.
-pub fn postgres_cpu_seconds(postgres: &Postgres) -> f64 {
-    postgres.pid().map(process::tree_cpu_seconds).unwrap_or(0.0)
+/// What has been spent so far around the bridge: one reading before a row's load and one after
+/// make the row's note.
+#[derive(Debug, Clone, Copy)]
+pub struct Surroundings {
+    at: Instant,
+    /// Ticks of all CPUs in /proc/stat: busy (neither idle nor waiting for I/O) and in all.
+    machine_busy: u64,
+    machine_total: u64,
+    harness_cpu_seconds: f64,
+    postgres_cpu_seconds: f64,
+    ejabberd_cpu_seconds: f64,
 }
 
-fn ejabberd_cpu_seconds(ejabberd: &Ejabberd) -> f64 {
-    ejabberd.pid().map(process::tree_cpu_seconds).unwrap_or(0.0)
+impl Surroundings {
+    pub fn read(postgres: Option<&Postgres>, ejabberd: Option<&Ejabberd>) -> Surroundings {
+        let (machine_busy, machine_total) = machine_ticks();
+        let tree = |pid: Option<u32>| pid.map(process::tree_cpu_seconds).unwrap_or(0.0);
+        Surroundings {
+            at: Instant::now(),
+            machine_busy,
+            machine_total,
+            harness_cpu_seconds: process::ProcStats::of(std::process::id()).cpu_seconds,
+            postgres_cpu_seconds: tree(postgres.and_then(Postgres::pid)),
+            ejabberd_cpu_seconds: tree(ejabberd.and_then(Ejabberd::pid)),
+        }
+    }
+
+    /// The note of a row measured between `self` and `after`; `written`: what PostgreSQL wrote
+    /// in between, if the row had one.
+    pub fn note(
+        &self,
+        after: &Surroundings,
+        label: &str,
+        measured: &Measured,
+        written: Option<Written>,
+    ) -> String {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let busy = (after.machine_busy - self.machine_busy) as f64
+            / (after.machine_total - self.machine_total).max(1) as f64;
+        let mut note = format!(
+            "{label}: machine {:.0} % busy ({:.2} of {cores} cores over {:.1} s); the harness (clients, hook) {:.2} CPU-s / 10k",
+            busy * 100.0,
+            busy * cores as f64,
+            (after.at - self.at).as_secs_f64(),
+            per_10k(
+                after.harness_cpu_seconds - self.harness_cpu_seconds,
+                measured
+            ),
+        );
+        if after.ejabberd_cpu_seconds > 0.0 {
+            note.push_str(&format!(
+                "; ejabberd {:.2}",
+                per_10k(
+                    after.ejabberd_cpu_seconds - self.ejabberd_cpu_seconds,
+                    measured
+                )
+            ));
+        }
+        if after.postgres_cpu_seconds > 0.0 {
+            note.push_str(&format!(
+                "; PostgreSQL {:.2}",
+                per_10k(
+                    after.postgres_cpu_seconds - self.postgres_cpu_seconds,
+                    measured
+                )
+            ));
+        }
+        if let Some(written) = written {
+            note.push_str(&format!(
+                ", {:.1} stanzas per write transaction, {:.0} bytes of WAL per stanza",
+                measured.count as f64 / written.transactions.max(1) as f64,
+                written.wal_bytes as f64 / measured.count.max(1) as f64
+            ));
+        }
+        note
+    }
+}
+
+/// Busy and total ticks of all CPUs so far (the first line of /proc/stat).
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|value| value.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user already).
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// What PostgreSQL has written so far, or between two readings.
+#[derive(Debug, Clone, Copy)]
+pub struct Written {
+    /// Transaction ids handed out: one per transaction that wrote anything. Read from the
+    /// current snapshot rather than the statistics, which an idle backend reports up to 10 s
+    /// late.
+    transactions: u64,
+    wal_bytes: u64,
+}
+
+impl Written {
+    pub fn read(postgres: &Postgres) -> Written {
+        let answer = postgres.psql(
+            "SELECT pg_snapshot_xmax(pg_current_snapshot())::text, \
+             (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint",
+        );
+        let mut values = answer
+            .split('|')
+            .map(|value| value.trim().parse().unwrap_or(0));
+        Written {
+            transactions: values.next().unwrap_or(0),
+            wal_bytes: values.next().unwrap_or(0),
+        }
+    }
+
+    /// What was written between `self` and `after`.
+    pub fn since(self, after: Written) -> Written {
+        Written {
+            transactions: after.transactions.saturating_sub(self.transactions),
+            wal_bytes: after.wal_bytes.saturating_sub(self.wal_bytes),
+        }
+    }
 }
 
 /// CPU seconds per 10,000 of a row's stanzas.
@@ -70,7 +193,7 @@ pub async fn ejabberd_rows(
     let ejabberd = e2e::start_ejabberd(CLIENTS, None).await;
     let name =
         format!("ceiling: trivial component, {CLIENTS} clients × window {WINDOW} (CPU: ejabberd)");
-    let ceiling = ceiling_row(&ejabberd, 1, per_client).await?;
+    let ceiling = ceiling_row(&ejabberd, 1, per_client, notes).await?;
     record(rows, row(name, ceiling));
 
     let instance = [None];
@@ -110,7 +233,7 @@ pub async fn ejabberd_rows(
 
     eprintln!("starting ejabberd with domain_balancing over {INSTANCES} connections");
     let ejabberd = e2e::start_ejabberd(CLIENTS, Some(INSTANCES)).await;
-    let ceiling = ceiling_row(&ejabberd, INSTANCES as usize, per_client).await?;
+    let ceiling = ceiling_row(&ejabberd, INSTANCES as usize, per_client, notes).await?;
     record(
         rows,
         row(
@@ -165,6 +288,7 @@ async fn ceiling_row(
     ejabberd: &Ejabberd,
     components: usize,
     per_client: usize,
+    notes: &mut Vec<String>,
 ) -> anyhow::Result<Measured> {
     let logins = ejabberd.component_logins();
     let mut connected = Vec::new();
@@ -172,9 +296,16 @@ async fn ceiling_row(
         connected.push(e2e::trivial_component(ejabberd.component_port).await?);
     }
     wait_routed(ejabberd, logins + components).await?;
-    let before = ejabberd_cpu_seconds(ejabberd);
+    let before = Surroundings::read(None, Some(ejabberd));
     let mut measured = e2e::drive_clients(ejabberd.c2s_port, CLIENTS, per_client, WINDOW).await?;
-    measured.cpu_seconds = Some(ejabberd_cpu_seconds(ejabberd) - before);
+    let after = Surroundings::read(None, Some(ejabberd));
+    measured.cpu_seconds = Some(after.ejabberd_cpu_seconds - before.ejabberd_cpu_seconds);
+    notes.push(before.note(
+        &after,
+        &format!("ejabberd, ceiling, {components} trivial component(s)"),
+        &measured,
+        None,
+    ));
     for component in connected {
         component.abort();
         // Cancelled is what an aborted task answers; the connection is closed either way.
@@ -221,33 +352,32 @@ async fn bridges_row(
             .sum()
     };
     let before = bridges_cpu(&bridges);
-    let ejabberd_before = ejabberd_cpu_seconds(ejabberd);
-    let postgres_before = postgres.map(postgres_cpu_seconds);
+    let around_before = Surroundings::read(postgres, Some(ejabberd));
+    let written_before = postgres.map(Written::read);
     let mut measured = e2e::drive_clients(ejabberd.c2s_port, CLIENTS, per_client, WINDOW).await?;
     measured.cpu_seconds = Some(bridges_cpu(&bridges) - before);
+    let around_after = Surroundings::read(postgres, Some(ejabberd));
     measured.peak_rss_kib = bridges
         .iter()
         .map(|bridge| bridge.stats().peak_rss_kib)
         .max();
-    let ejabberd_spent = ejabberd_cpu_seconds(ejabberd) - ejabberd_before;
-    let mut note = format!(
-        "ejabberd, {} instance(s), queue={}: ejabberd {:.2} CPU-s / 10k",
-        instances.len(),
-        if postgres.is_some() {
-            "postgres"
-        } else {
-            "durable"
-        },
-        per_10k(ejabberd_spent, &measured)
-    );
-    if let (Some(postgres), Some(before)) = (postgres, postgres_before) {
-        let spent = postgres_cpu_seconds(postgres) - before;
-        note.push_str(&format!(
-            ", PostgreSQL {:.2} CPU-s / 10k",
-            per_10k(spent, &measured)
-        ));
-    }
-    notes.push(note);
+    let written = postgres
+        .zip(written_before)
+        .map(|(postgres, before)| before.since(Written::read(postgres)));
+    notes.push(around_before.note(
+        &around_after,
+        &format!(
+            "ejabberd, {} bridge(s), queue={}",
+            instances.len(),
+            if postgres.is_some() {
+                "postgres"
+            } else {
+                "durable"
+            }
+        ),
+        &measured,
+        written,
+    ));
     drop(bridges);
     tokio::time::sleep(ROUTES_SETTLE).await;
     Ok(measured)
