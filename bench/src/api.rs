@@ -340,16 +340,44 @@ fn write_messages(tcp: TcpStream) -> mpsc::Sender<(String, String)> {
 /// Reads `GET /metrics` from the bridge at `address` every `interval` until aborted, as a
 /// Prometheus server would (only far more often).
 pub async fn scrape_every(address: SocketAddr, interval: Duration) -> anyhow::Result<()> {
-    component_http::tls::install_crypto_provider();
-    let client = reqwest::Client::new();
-    let url = format!("http://{address}/metrics");
+    let scraper = Scraper::new(address);
     let mut ticks = tokio::time::interval(interval);
     loop {
         ticks.tick().await;
-        let text = client.get(&url).send().await?.text().await?;
+        scraper.scrape().await?;
+    }
+}
+
+/// Reads `GET /metrics` from the bridge at `address` `count` times, one after the other.
+pub async fn scrape_times(address: SocketAddr, count: usize) -> anyhow::Result<()> {
+    let scraper = Scraper::new(address);
+    for _ in 0..count {
+        scraper.scrape().await?;
+    }
+    Ok(())
+}
+
+/// A Prometheus-like reader of one bridge's `/metrics`.
+struct Scraper {
+    client: reqwest::Client,
+    url: String,
+}
+
+impl Scraper {
+    fn new(address: SocketAddr) -> Scraper {
+        component_http::tls::install_crypto_provider();
+        Scraper {
+            client: reqwest::Client::new(),
+            url: format!("http://{address}/metrics"),
+        }
+    }
+
+    async fn scrape(&self) -> anyhow::Result<()> {
+        let text = self.client.get(&self.url).send().await?.text().await?;
         anyhow::ensure!(
             text.contains("component_http_stanzas_received_total"),
             "/metrics did not answer its metrics"
         );
+        Ok(())
     }
 }

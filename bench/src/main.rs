@@ -287,10 +287,11 @@ async fn other_isolated_rows(
     scale: &Scale,
 ) -> anyhow::Result<()> {
     let scraping = scrape_pair(fast_hook, load).await?;
-    for (measured, what) in scraping
-        .into_iter()
-        .zip(["[api] on, no scraping", "scraping /metrics every 100 ms"])
-    {
+    for (measured, what) in scraping.into_iter().zip([
+        "[api] on, no scraping",
+        "scraping /metrics every 100 ms",
+        "one scrape of /metrics, idle (CPU per 10k scrapes)",
+    ]) {
         record(
             rows,
             Row {
@@ -480,8 +481,8 @@ fn cpu_per_stanza(measured: &Measured) -> f64 {
 /// noise between processes, so both rows come from one bridge: the load runs in
 /// [`SCRAPE_WINDOWS`] windows, scraping in every other pair of them (off, on, on, off, …, so
 /// that a drift of the machine's speed during the run weighs on both rows alike), and each row
-/// sums its windows.
-async fn scrape_pair(hook_url: &str, load: Load) -> anyhow::Result<[Measured; 2]> {
+/// sums its windows. A third row reads what one scrape costs, on the same bridge left idle.
+async fn scrape_pair(hook_url: &str, load: Load) -> anyhow::Result<[Measured; 3]> {
     let (bridge, listener, address) = api_bridge(hook_url).await?;
     let mut accepted = isolated::accept_bridge(&listener).await?;
     process::wait_listening(address).await?;
@@ -490,7 +491,7 @@ async fn scrape_pair(hook_url: &str, load: Load) -> anyhow::Result<[Measured; 2]
         messages: (3 * load.messages / (SCRAPE_WINDOWS / 2)).max(1),
         ..load
     };
-    let mut rows: [Measured; 2] = Default::default();
+    let [mut plain, mut scraped] = [Measured::default(), Measured::default()];
     for index in 0..SCRAPE_WINDOWS {
         let scrape = matches!(index % 4, 1 | 2);
         let scraper =
@@ -506,13 +507,27 @@ async fn scrape_pair(hook_url: &str, load: Load) -> anyhow::Result<[Measured; 2]
                 scraper.abort();
             }
         }
-        rows[usize::from(scrape)].add(
+        let row = if scrape { &mut scraped } else { &mut plain };
+        row.add(
             measured,
             after.cpu_seconds - before.cpu_seconds,
             after.peak_rss_kib,
         );
     }
-    Ok(rows)
+    // What one scrape costs, read directly: the same bridge, idle now, scraped back to back.
+    let scrapes = (load.messages / 10).max(100);
+    let before = bridge.stats();
+    let started = std::time::Instant::now();
+    api::scrape_times(address, scrapes).await?;
+    let after = bridge.stats();
+    let one_scrape = Measured {
+        count: scrapes,
+        elapsed: started.elapsed(),
+        cpu_seconds: Some(after.cpu_seconds - before.cpu_seconds),
+        peak_rss_kib: Some(after.peak_rss_kib),
+        ..Measured::default()
+    };
+    Ok([plain, scraped, one_scrape])
 }
 
 /// How many windows [`scrape_pair`] cuts the load into, half of them scraped.
@@ -768,6 +783,17 @@ fn print_targets(rows: &[Row], idle_rss_kib: u64, stalled_rss_kib: Option<u64>) 
             extra * 100.0,
             check(extra < 0.02)
         );
+        if let Some(one) = row("isolated", "one scrape of /metrics") {
+            // Ten scrapes a second against the CPU the bridge spends per second under the load.
+            let busy = cpu_per_stanza(plain) * plain.per_second();
+            let share = 10.0 * cpu_per_stanza(one) / busy.max(f64::MIN_POSITIVE);
+            println!(
+                "  read directly: one scrape costs {:.0} µs of the bridge's CPU; ten a second are {:.2} % of its {busy:.2} CPU-s per second under that load — {}",
+                cpu_per_stanza(one) * 1e6,
+                share * 100.0,
+                check(share < 0.02)
+            );
+        }
     }
     if let (Some(ceiling), Some(api)) = (
         row("isolated", "ceiling: hyper answering 202"),
