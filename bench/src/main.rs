@@ -783,7 +783,10 @@ fn print_targets(rows: &[Row], idle_rss_kib: u64, stalled_rss_kib: Option<u64>) 
             extra * 100.0,
             check(extra < 0.02)
         );
-        if let Some(one) = row("isolated", "one scrape of /metrics") {
+        if let Some(one) = row(
+            "isolated",
+            "bridge, ordering=conversation, queue=durable, fast hook, 100 senders, one scrape",
+        ) {
             // Ten scrapes a second against the CPU the bridge spends per second under the load.
             let busy = cpu_per_stanza(plain) * plain.per_second();
             let share = 10.0 * cpu_per_stanza(one) / busy.max(f64::MIN_POSITIVE);
