@@ -172,7 +172,7 @@ fn the_reply_bodies_the_tests_answer_with_are_valid_against_the_reply_schema() {
     assert_valid(&replies, NAME, &json!({ "body": echo_text("hi") }));
     assert_valid(&replies, NAME, &json!({ "body": "You said: hi <&> ✓" }));
 
-    // Those of tests/it/replies.rs and tests/prosody/responses.rs, which the bridge acts on.
+    // Those of tests/it/replies.rs and tests/e2e/responses.rs, which the bridge acts on.
     for reply in [
         json!({ "body": "r-chat" }),
         json!({ "kind": "message", "body": "r-kind" }),
