@@ -492,11 +492,13 @@ impl Bridge {
         self.child = ChildGuard::new(child);
     }
 
-    /// Waits until the server has logged one more component login than `logins_before`.
+    /// Waits until the server has logged one more component login than `logins_before`, or
+    /// this process has said it is online: under a flood of stanzas ejabberd's logger sheds
+    /// events (OTP's overload protection), and its login line may be among them.
     async fn wait_logged_in(&mut self, server: &Server, logins_before: usize) {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
-            if server.component_logins() > logins_before {
+            if server.component_logins() > logins_before || self.online_since_last_start() {
                 return;
             }
             if let Some(status) = self.child.exited() {
@@ -514,6 +516,14 @@ impl Bridge {
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// Whether the running process has logged that the server accepted it.
+    fn online_since_last_start(&self) -> bool {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        log.rsplit("----- started again -----")
+            .next()
+            .is_some_and(|latest| latest.contains("component online"))
     }
 
     /// The base URL of its HTTP API (`[api] listen` on port 0), from its latest start-up line.
