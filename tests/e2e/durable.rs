@@ -15,7 +15,7 @@
 //! multi-threaded one, the test client (tokio-xmpp 6) was seen to stop reading its socket now
 //! and then while many stanzas came in, so that replies the server had sent never arrived.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -23,9 +23,10 @@ use component_http::queue::Backend;
 use component_http::queue::redb::{FILE_NAME, RedbQueue};
 use tokio_xmpp::minidom::Element;
 
+use crate::calls::{Call, Message, assert_one_id_per_message, calls, out_of_order, seqs_by_sender};
 use crate::harness::ServerKind;
 use crate::harness::{
-    Bridge, ClosedPort, Hook, Reply, Request, Server, StanzaErrorInfo, XmppClient, body, echo_text,
+    Bridge, ClosedPort, Hook, Reply, Server, StanzaErrorInfo, XmppClient, body, echo_text,
     from_component, hook_url, parse_stanza_xml, stanza_error, to_xml, wait_until,
 };
 
@@ -222,104 +223,6 @@ fn unexpected(senders: &[Sender]) -> Vec<&String> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// What the hook saw
-// ---------------------------------------------------------------------------------------------
-
-/// One call the hook received.
-struct Sighting {
-    /// Its place among all calls, in arrival order.
-    index: usize,
-    sender: String,
-    seq: u32,
-    webhook_id: String,
-}
-
-type Message = (String, u32);
-
-impl Sighting {
-    fn message(&self) -> Message {
-        (self.sender.clone(), self.seq)
-    }
-}
-
-/// The calls the hook received, each decoded from its body (`senderN-SEQ …`), checked to come
-/// from that sender.
-fn sightings(requests: &[Request]) -> Vec<Sighting> {
-    requests
-        .iter()
-        .enumerate()
-        .map(|(index, request)| {
-            let text = request.json["body"].as_str().unwrap_or("");
-            let id = text.split(' ').next().unwrap_or("");
-            let (sender, seq) = id
-                .rsplit_once('-')
-                .and_then(|(sender, seq)| Some((sender.to_owned(), seq.parse().ok()?)))
-                .unwrap_or_else(|| panic!("a call the test did not send: {}", request.json));
-            let from = request.json["from"].as_str().unwrap_or("");
-            assert!(
-                from.starts_with(&format!("{sender}@")),
-                "the call for {id} says it is from {from}"
-            );
-            Sighting {
-                index,
-                sender,
-                seq,
-                webhook_id: request.webhook_id(),
-            }
-        })
-        .collect()
-}
-
-/// Sender → the sequence numbers of `sightings`, in arrival order.
-fn seqs_by_sender<'a>(
-    sightings: impl IntoIterator<Item = &'a Sighting>,
-) -> BTreeMap<String, Vec<u32>> {
-    let mut by_sender: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-    for sighting in sightings {
-        by_sender
-            .entry(sighting.sender.clone())
-            .or_default()
-            .push(sighting.seq);
-    }
-    by_sender
-}
-
-/// The senders whose sequence numbers are not strictly increasing, with their sequences.
-fn out_of_order(by_sender: &BTreeMap<String, Vec<u32>>) -> Vec<String> {
-    by_sender
-        .iter()
-        .filter(|(_, seqs)| seqs.windows(2).any(|w| w[0] >= w[1]))
-        .map(|(sender, seqs)| format!("{sender}: {seqs:?}"))
-        .collect()
-}
-
-/// Each `webhook-id` must name one message, and every call for a message carry the same one.
-fn assert_one_id_per_message(sightings: &[Sighting]) {
-    let mut messages_of_id: HashMap<&str, BTreeSet<Message>> = HashMap::new();
-    let mut ids_of_message: HashMap<Message, BTreeSet<&str>> = HashMap::new();
-    for s in sightings {
-        messages_of_id
-            .entry(&s.webhook_id)
-            .or_default()
-            .insert(s.message());
-        ids_of_message
-            .entry(s.message())
-            .or_default()
-            .insert(&s.webhook_id);
-    }
-    let shared: Vec<_> = messages_of_id.iter().filter(|(_, m)| m.len() > 1).collect();
-    assert!(
-        shared.is_empty(),
-        "webhook-ids naming several messages: {shared:?}"
-    );
-    let changed: Vec<_> = ids_of_message.iter().filter(|(_, i)| i.len() > 1).collect();
-    assert!(
-        changed.is_empty(),
-        "messages delivered under several webhook-ids: {changed:?}"
-    );
-}
-
-// ---------------------------------------------------------------------------------------------
 // (a) The hook is down for 30 s
 // ---------------------------------------------------------------------------------------------
 
@@ -423,7 +326,7 @@ async fn a_hook_down_for_30_s_gets_each_of_5000_messages_once_and_in_order(kind:
 
     // The hook answered every call at once with a 200, so each message must have been posted
     // exactly once, with a webhook-id of its own.
-    let sightings = sightings(&hook.requests());
+    let sightings = calls(&hook.requests());
     assert_one_id_per_message(&sightings);
     let ids: BTreeSet<&str> = sightings.iter().map(|s| s.webhook_id.as_str()).collect();
     assert_eq!(ids.len(), total, "distinct webhook-ids");
@@ -545,7 +448,7 @@ async fn a_bridge_killed_amid_10000_messages_delivers_what_it_had_stored_after_a
         .filter(|s| !s.echoes.contains_key(&marker))
         .map(|s| {
             let seen = seqs_by_sender(
-                sightings(&hook.requests())
+                calls(&hook.requests())
                     .iter()
                     .filter(|sighting| sighting.sender == s.name),
             )
@@ -590,9 +493,9 @@ async fn a_bridge_killed_amid_10000_messages_delivers_what_it_had_stored_after_a
     };
 
     let requests = hook.requests();
-    let sightings = sightings(&requests);
+    let sightings = calls(&requests);
     assert_one_id_per_message(&sightings);
-    let mut by_message: BTreeMap<Message, Vec<&Sighting>> = BTreeMap::new();
+    let mut by_message: BTreeMap<Message, Vec<&Call>> = BTreeMap::new();
     for s in &sightings {
         by_message.entry(s.message()).or_default().push(s);
     }
@@ -625,7 +528,7 @@ async fn a_bridge_killed_amid_10000_messages_delivers_what_it_had_stored_after_a
                 .answered
                 .is_none_or(|at| at.into_std() >= killed)
         })
-        .map(Sighting::message)
+        .map(Call::message)
         .collect();
     let dropped: Vec<_> = in_flight
         .iter()
@@ -664,7 +567,7 @@ async fn a_bridge_killed_amid_10000_messages_delivers_what_it_had_stored_after_a
     );
 
     // In order per sender: first deliveries, and the calls of each process.
-    let mut first: Vec<&Sighting> = by_message.values().map(|seen| seen[0]).collect();
+    let mut first: Vec<&Call> = by_message.values().map(|seen| seen[0]).collect();
     first.sort_by_key(|s| s.index);
     for (what, part) in [
         ("first deliveries", seqs_by_sender(first.iter().copied())),
@@ -879,7 +782,7 @@ async fn a_full_queue_refuses_at_once_stays_flat_and_delivers_what_it_took(kind:
         "{:#?}",
         unexpected(&senders)
     );
-    let sightings = sightings(&hook.requests());
+    let sightings = calls(&hook.requests());
     assert_one_id_per_message(&sightings);
     assert_eq!(sightings.len(), FULL_MAX_STANZAS, "calls");
     let by_sender = seqs_by_sender(&sightings);

@@ -33,6 +33,7 @@ macro_rules! on_both_servers {
 
 mod api;
 mod builtin;
+mod calls;
 mod durable;
 mod echo;
 mod harness_check;

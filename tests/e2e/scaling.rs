@@ -27,6 +27,7 @@ use testkit::postgres::{Postgres, PostgresOptions};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_xmpp::minidom::Element;
 
+use crate::calls::{Call, Message, assert_one_id_per_message, calls, out_of_order, seqs_by_sender};
 use crate::harness::{
     Bridge, Hook, Reply, Request, Server, ServerKind, ServerOptions, StanzaErrorInfo, XmppClient,
     body, echo_text, from_component, parse_stanza_xml, stanza_error, to_xml, wait_until,
@@ -262,101 +263,6 @@ fn keep_sending(
 // ---------------------------------------------------------------------------------------------
 // What the hook saw
 // ---------------------------------------------------------------------------------------------
-
-/// A message: its sender's name and sequence number.
-type Message = (String, u32);
-
-/// One call the hook received.
-struct Call {
-    sender: String,
-    seq: u32,
-    webhook_id: String,
-    /// The instance that made it, from the path it posted to.
-    instance: String,
-    arrived: Instant,
-    answered: Option<Instant>,
-}
-
-impl Call {
-    fn message(&self) -> Message {
-        (self.sender.clone(), self.seq)
-    }
-}
-
-/// The calls the hook received, in arrival order, each decoded from its body (`senderN-SEQ`)
-/// and checked to come from that sender.
-fn calls(requests: &[Request]) -> Vec<Call> {
-    requests
-        .iter()
-        .map(|request| {
-            let id = request.field("body").unwrap_or_default();
-            let (sender, seq) = id
-                .rsplit_once('-')
-                .and_then(|(sender, seq)| Some((sender.to_owned(), seq.parse().ok()?)))
-                .unwrap_or_else(|| panic!("a call the test did not send: {}", request.json));
-            let from = request.field("from").unwrap_or_default();
-            assert!(
-                from.starts_with(&format!("{sender}@")),
-                "the call for {id} says it is from {from}"
-            );
-            Call {
-                sender,
-                seq,
-                webhook_id: request.webhook_id(),
-                instance: request.path.trim_start_matches('/').to_owned(),
-                arrived: request.arrived,
-                answered: request.answered,
-            }
-        })
-        .collect()
-}
-
-/// Sender → the sequence numbers of `calls`, in arrival order.
-fn seqs_by_sender<'a>(calls: impl IntoIterator<Item = &'a Call>) -> BTreeMap<String, Vec<u32>> {
-    let mut by_sender: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-    for call in calls {
-        by_sender
-            .entry(call.sender.clone())
-            .or_default()
-            .push(call.seq);
-    }
-    by_sender
-}
-
-/// The senders whose sequence numbers are not strictly increasing, with their sequences.
-fn out_of_order(by_sender: &BTreeMap<String, Vec<u32>>) -> Vec<String> {
-    by_sender
-        .iter()
-        .filter(|(_, seqs)| seqs.windows(2).any(|w| w[0] >= w[1]))
-        .map(|(sender, seqs)| format!("{sender}: {seqs:?}"))
-        .collect()
-}
-
-/// Each `webhook-id` names one message, and every call for a message carries the same one.
-fn assert_one_id_per_message(calls: &[Call]) {
-    let mut messages_of_id: BTreeMap<&str, BTreeSet<Message>> = BTreeMap::new();
-    let mut ids_of_message: BTreeMap<Message, BTreeSet<&str>> = BTreeMap::new();
-    for call in calls {
-        messages_of_id
-            .entry(&call.webhook_id)
-            .or_default()
-            .insert(call.message());
-        ids_of_message
-            .entry(call.message())
-            .or_default()
-            .insert(&call.webhook_id);
-    }
-    let shared: Vec<_> = messages_of_id.iter().filter(|(_, m)| m.len() > 1).collect();
-    assert!(
-        shared.is_empty(),
-        "webhook-ids naming several messages: {shared:?}"
-    );
-    let changed: Vec<_> = ids_of_message.iter().filter(|(_, i)| i.len() > 1).collect();
-    assert!(
-        changed.is_empty(),
-        "messages posted under several webhook-ids: {changed:?}"
-    );
-}
 
 /// Instance → how many calls it made.
 fn calls_per_instance(calls: &[Call]) -> BTreeMap<String, usize> {
