@@ -185,11 +185,9 @@ impl Delivery {
             }
         } else {
             let position = inner.queue.allocate();
-            let conversation = (inner.config.ordering == Ordering::Conversation).then(|| {
-                let (from, to) = conversation_key(&stanza);
-                // A bare JID has no space, so the first space splits the two.
-                format!("{from} {to}")
-            });
+            let conversation = inner
+                .claims_conversations()
+                .then(|| shared_name(&conversation_key(&stanza)));
             let entry = Entry {
                 position,
                 id: position,
@@ -306,6 +304,11 @@ impl Inner {
         })
     }
 
+    /// Whether this instance claims the conversations it delivers in a shared queue.
+    fn claims_conversations(&self) -> bool {
+        self.config.ordering == Ordering::Conversation && self.queue.shared()
+    }
+
     fn read_limits(&self) -> ReadLimits {
         ReadLimits {
             max_stanza_bytes: self.config.max_stanza_bytes,
@@ -339,8 +342,9 @@ impl Inner {
             match next {
                 Some(next) => job = next,
                 None => {
-                    let (from, to) = key;
-                    self.queue.release(format!("{from} {to}")).await;
+                    if self.claims_conversations() {
+                        self.queue.release(shared_name(&key)).await;
+                    }
                     return;
                 }
             }
@@ -574,6 +578,12 @@ impl Drop for Retrying<'_> {
             self.metrics.retrying(-1);
         }
     }
+}
+
+/// A conversation's name in a shared queue: a bare JID has no space, so the first space
+/// splits the two JIDs.
+fn shared_name((from, to): &ConversationKey) -> String {
+    format!("{from} {to}")
 }
 
 /// Sender bare JID × addressed JID.

@@ -48,6 +48,12 @@ pub trait Backend: Send + Sync + 'static {
     /// Whether what is committed survives the process. A stop leaves such stanzas queued for
     /// the next start; any other undelivered stanza must be answered at the stop.
     fn durable(&self) -> bool;
+    /// Whether several instances share this queue, each delivering the conversations it claims:
+    /// only then does an [`Entry`] need its conversation, and a finished conversation a
+    /// [`Backend::release`].
+    fn shared(&self) -> bool {
+        false
+    }
     /// A new position at the end of the queue; positions are never reused.
     fn allocate(&self) -> u64;
     /// The `webhook-id` of the stanza numbered `id`.

@@ -319,6 +319,10 @@ impl Backend for PostgresQueue {
         true
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn allocate(&self) -> u64 {
         let mut positions = self.lock_positions();
         if positions.next >= positions.end
