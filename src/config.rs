@@ -607,8 +607,8 @@ impl Validator<'_> {
             ));
         }
         for (name, value) in &raw.headers {
-            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err()
-                || reqwest::header::HeaderValue::from_str(value).is_err()
+            if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || hyper::header::HeaderValue::from_str(value).is_err()
             {
                 return Err(
                     self.invalid("webhook.headers", format!("has an invalid header {name:?}"))
@@ -623,7 +623,7 @@ impl Validator<'_> {
             ENV_WEBHOOK_AUTHORIZATION,
         )?;
         if let Some(auth) = &authorization
-            && reqwest::header::HeaderValue::from_str(auth.expose()).is_err()
+            && hyper::header::HeaderValue::from_str(auth.expose()).is_err()
         {
             return Err(self.invalid("webhook.authorization", "is not a valid header value"));
         }

@@ -228,8 +228,26 @@ pub async fn flood(
 }
 
 /// The ceiling: the same webhook calls with the same concurrency, from a plain HTTP client
-/// loop, with no XMPP at all.
+/// loop, with no XMPP at all. The loop runs on a runtime of its own, as many worker threads as
+/// the bridge's, so that its CPU (the client side of the round trips, which every design pays)
+/// is read from those threads alone, apart from the hook's.
 pub async fn http_only(hook_url: &str, load: Load) -> anyhow::Result<Measured> {
+    const THREAD_NAME: &str = "ceiling-client";
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name(THREAD_NAME)
+        .enable_all()
+        .build()?;
+    let url = hook_url.to_owned();
+    let run = runtime.spawn(async move { client_loop(&url, load).await });
+    let result = run.await;
+    let cpu_seconds = crate::process::threads_cpu_seconds(THREAD_NAME);
+    runtime.shutdown_background();
+    let mut measured = result??;
+    measured.cpu_seconds = Some(cpu_seconds);
+    Ok(measured)
+}
+
+async fn client_loop(hook_url: &str, load: Load) -> anyhow::Result<Measured> {
     component_http::tls::install_crypto_provider();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(load.window)

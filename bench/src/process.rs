@@ -191,6 +191,30 @@ pub fn connections_to(pid: u32, remote_port: u16) -> usize {
         .sum()
 }
 
+/// CPU seconds used so far by this process's threads of the given name (`comm`, which the
+/// kernel cuts to 15 bytes).
+pub fn threads_cpu_seconds(name: &str) -> f64 {
+    let ticks = clock_ticks();
+    let short = &name[..name.len().min(15)];
+    std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(')')?;
+            let comm = head.split_once('(')?.1;
+            if comm != short {
+                return None;
+            }
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / ticks)
+        })
+        .sum()
+}
+
 /// CPU seconds used so far and resident memory, from /proc.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProcStats {
