@@ -101,6 +101,8 @@ pub(crate) struct WebhookConfig {
     /// Speak HTTP/2 to an `http://` hook without negotiation (h2c); `https://` hooks get
     /// HTTP/2 through ALPN whenever they offer it.
     pub(crate) http2_prior_knowledge: bool,
+    /// Roots to trust for an `https://` hook instead of the system's (`webhook.tls_ca_file`).
+    pub(crate) tls_roots: Option<rustls::RootCertStore>,
 }
 
 impl WebhookConfig {
@@ -121,8 +123,8 @@ pub struct Config {
     pub(crate) tls: bool,
     /// Name to verify the server's certificate against; the host of `server` by default.
     pub(crate) tls_server_name: String,
-    /// Certificates to trust for the server instead of the system's roots (`tls_ca_file`).
-    pub(crate) tls_roots: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
+    /// Roots to trust for the server instead of the system's (`tls_ca_file`).
+    pub(crate) tls_roots: Option<rustls::RootCertStore>,
     pub(crate) forwarded: Forwarded,
     pub(crate) ordering: Ordering,
     pub(crate) max_in_flight: usize,
@@ -342,6 +344,7 @@ struct RawWebhook {
     http2_prior_knowledge: Option<bool>,
     signing_secret: Option<OneOrMany>,
     signing_secret_file: Option<PathBuf>,
+    tls_ca_file: Option<PathBuf>,
 }
 
 /// A key that takes one string or a list of them (`signing_secret`, for key rotation).
@@ -508,7 +511,7 @@ impl Validator<'_> {
             tls: raw.tls.unwrap_or(false),
             tls_roots: raw
                 .tls_ca_file
-                .map(|file| self.certificates(&file))
+                .map(|file| self.roots("tls_ca_file", &file))
                 .transpose()?,
             forwarded: self.forwarded(raw.stanzas)?,
             ordering: raw.ordering.unwrap_or(Ordering::Conversation),
@@ -658,6 +661,10 @@ impl Validator<'_> {
             authorization,
             http2_prior_knowledge: raw.http2_prior_knowledge.unwrap_or(false),
             signing,
+            tls_roots: raw
+                .tls_ca_file
+                .map(|file| self.roots("webhook.tls_ca_file", &file))
+                .transpose()?,
         })
     }
 
@@ -1023,18 +1030,17 @@ impl Validator<'_> {
         Ok(rooms)
     }
 
-    /// The PEM certificates of `tls_ca_file`, read once at load so that a typo fails at start.
-    fn certificates(
-        &self,
-        file: &Path,
-    ) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, ConfigError> {
+    /// The roots of a `tls_ca_file` key (the server's or the hook's): the PEM certificates of
+    /// the file, read and parsed once at load so that a typo, an unreadable file or one without
+    /// a usable certificate fails at start, naming `key`.
+    fn roots(&self, key: &'static str, file: &Path) -> Result<rustls::RootCertStore, ConfigError> {
         use rustls::pki_types::pem::PemObject;
         let file = self.relative(file);
         let certificates = rustls::pki_types::CertificateDer::pem_file_iter(&file)
             .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
             .map_err(|e| {
                 self.invalid(
-                    "tls_ca_file",
+                    key,
                     format!(
                         "names {}, which holds no readable PEM certificates: {e}",
                         file.display()
@@ -1043,11 +1049,24 @@ impl Validator<'_> {
             })?;
         if certificates.is_empty() {
             return Err(self.invalid(
-                "tls_ca_file",
+                key,
                 format!("names {}, which holds no PEM certificate", file.display()),
             ));
         }
-        Ok(certificates)
+        let mut roots = rustls::RootCertStore::empty();
+        for (index, certificate) in certificates.into_iter().enumerate() {
+            roots.add(certificate).map_err(|e| {
+                self.invalid(
+                    key,
+                    format!(
+                        "names {}, whose certificate {} is not usable as a root: {e}",
+                        file.display(),
+                        index + 1
+                    ),
+                )
+            })?;
+        }
+        Ok(roots)
     }
 
     /// A path from the file, relative to the file's directory.
@@ -1707,5 +1726,51 @@ component_post_url = "https://hooks.example.org/xmpp"
     fn conflicting_url_sources_are_refused() {
         let text = format!("{MINIMAL}[webhook]\nurl = \"https://other.example.org/\"\n");
         assert!(parse(&text).unwrap_err().to_string().contains("differ"));
+    }
+
+    #[test]
+    fn tls_ca_files_are_read_at_load_and_bad_ones_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), certified.cert.pem()).unwrap();
+        std::fs::write(dir.path().join("empty.pem"), "no certificate in here\n").unwrap();
+        std::fs::write(
+            dir.path().join("broken.pem"),
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let load = |text: &str| Config::from_toml(text, &dir.path().join("c.toml"), &|_| None);
+
+        let defaults = load(MINIMAL).unwrap();
+        assert!(
+            defaults.tls_roots.is_none(),
+            "the system's roots by default"
+        );
+        assert!(
+            defaults.webhook.tls_roots.is_none(),
+            "the system's roots by default"
+        );
+        // Relative to the configuration file, whatever the working directory.
+        let config = load(&format!(
+            "{MINIMAL}tls_ca_file = \"ca.pem\"\n[webhook]\ntls_ca_file = \"ca.pem\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.tls_roots.map(|roots| roots.len()), Some(1));
+        assert_eq!(config.webhook.tls_roots.map(|roots| roots.len()), Some(1));
+
+        for (file, what) in [
+            ("missing.pem", "no readable PEM certificates"),
+            ("empty.pem", "no PEM certificate"),
+            ("broken.pem", "certificate 1 is not usable as a root"),
+        ] {
+            for (table, key) in [("", "tls_ca_file"), ("[webhook]\n", "webhook.tls_ca_file")] {
+                let error = load(&format!("{MINIMAL}{table}tls_ca_file = \"{file}\"\n"))
+                    .unwrap_err()
+                    .to_string();
+                assert!(error.contains(&format!("`{key}`")), "{key} {file}: {error}");
+                assert!(error.contains(file), "{key} {file}: {error}");
+                assert!(error.contains(what), "{key} {file}: {error}");
+            }
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The HTTP client that calls the hook: one keep-alive connection pool (HTTP/1.1 and HTTP/2),
 //! connect and total timeouts, no redirects, a cap on the response body, rustls with the
-//! system's roots (README, "Delivery"). It turns every call into a [`HookOutcome`] and never fails.
+//! system's roots or those of `webhook.tls_ca_file` (README, "Delivery"). It turns every call
+//! into a [`HookOutcome`] and never fails.
 //!
 //! Every call carries the delivery's `webhook-id`; with signing configured, also
 //! `webhook-timestamp` and `webhook-signature` over the exact body bytes sent (README, "Signed
@@ -26,7 +27,6 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use rustls_platform_verifier::ConfigVerifierExt as _;
 
 use crate::config::WebhookConfig;
 use crate::limits;
@@ -229,13 +229,13 @@ impl HookClient {
     }
 }
 
-/// TCP (no Nagle delay), then TLS with the system's roots for `https://`, offering HTTP/2 by
-/// ALPN; both within the connect timeout.
+/// TCP (no Nagle delay), then TLS for `https://` with the roots of `webhook.tls_ca_file` or
+/// else the system's, offering HTTP/2 by ALPN; both within the connect timeout.
 fn connector(config: &WebhookConfig) -> Result<Connector, ClientError> {
     let mut tcp = HttpConnector::new();
     tcp.enforce_http(false);
     tcp.set_nodelay(true);
-    let tls = rustls::ClientConfig::with_platform_verifier()
+    let tls = crate::tls::client_config(config.tls_roots.as_ref())
         .map_err(|e| ClientError(format!("cannot load the system's TLS roots: {e}")))?;
     let https = HttpsConnectorBuilder::new()
         .with_tls_config(tls)

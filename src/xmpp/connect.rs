@@ -156,28 +156,12 @@ async fn tls_wrap(
     config: &Config,
     tcp: TcpStream,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, LinkError> {
-    use rustls_platform_verifier::ConfigVerifierExt;
-    crate::tls::install_crypto_provider();
     let tls_error = |message: String| LinkError::Tls {
         server: config.server.clone(),
         message,
     };
-    let client_config = match &config.tls_roots {
-        Some(certificates) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for certificate in certificates {
-                roots
-                    .add(certificate.clone())
-                    .map_err(|e| tls_error(format!("tls_ca_file: {e}")))?;
-            }
-            rustls::ClientConfig::builder()
-                .with_root_certificates(roots)
-                .with_no_client_auth()
-        }
-        None => {
-            rustls::ClientConfig::with_platform_verifier().map_err(|e| tls_error(e.to_string()))?
-        }
-    };
+    let client_config = crate::tls::client_config(config.tls_roots.as_ref())
+        .map_err(|e| tls_error(e.to_string()))?;
     let name = rustls::pki_types::ServerName::try_from(config.tls_server_name.clone())
         .map_err(|e| tls_error(format!("invalid tls_server_name: {e}")))?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));

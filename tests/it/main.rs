@@ -12,6 +12,7 @@ mod dead_letters;
 mod faults;
 mod handshake;
 mod hardening;
+mod hook_tls;
 mod http_errors;
 mod keepalive;
 mod limits;
